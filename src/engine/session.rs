@@ -1,0 +1,166 @@
+//! Creating ONNX Runtime sessions and reading a model's signature from them.
+//!
+//! A session is created once per model instance at load time and never per
+//! request. The signature (input and output names, element types and shapes,
+//! `-1` for a symbolic or unknown dimension) comes from the ONNX file itself.
+
+use std::path::PathBuf;
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{TensorElementType, ValueType};
+
+use super::EngineError;
+use crate::tensor::DataType;
+
+/// Where a model's bytes come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    File(PathBuf),
+    /// A model compiled into the binary (the bundled clinical risk model).
+    Embedded(&'static [u8]),
+}
+
+impl ModelSource {
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Embedded(_) => "embedded in the inferd binary".to_string(),
+        }
+    }
+}
+
+/// Session settings, resolved from the model's configuration.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub intra_op_threads: usize,
+    pub optimization: OptimizationLevel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizationLevel {
+    Disabled,
+    Basic,
+    Extended,
+    All,
+}
+
+impl OptimizationLevel {
+    fn to_ort(self) -> GraphOptimizationLevel {
+        match self {
+            OptimizationLevel::Disabled => GraphOptimizationLevel::Disable,
+            OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+            OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+            OptimizationLevel::All => GraphOptimizationLevel::All,
+        }
+    }
+}
+
+/// One named tensor of a model's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    /// Dimensions as the model declares them; `-1` where the size is free.
+    pub shape: Vec<i64>,
+    /// The symbolic name of each free dimension (`"batch"`), where the model
+    /// gives one. Dimensions that share a name must agree across inputs.
+    pub symbols: Vec<Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl Signature {
+    pub fn input_index(&self, name: &str) -> Option<usize> {
+        self.inputs.iter().position(|t| t.name == name)
+    }
+
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|t| t.name == name)
+    }
+}
+
+/// Creates one session for `source` and reads its signature.
+pub fn create_session(
+    source: &ModelSource,
+    settings: &SessionSettings,
+) -> Result<(Session, Signature), EngineError> {
+    let env = super::runtime::environment().map_err(|e| EngineError::Load(e.to_string()))?;
+    let load = |e: ort::Error<_>| EngineError::Load(e.to_string());
+
+    let mut builder = Session::builder(env)
+        .map_err(|e| EngineError::Load(e.to_string()))?
+        .with_optimization_level(settings.optimization.to_ort())
+        .map_err(load)?
+        .with_intra_threads(settings.intra_op_threads)
+        .map_err(load)?
+        // A spinning intra-op pool would take CPU from the HTTP front end,
+        // which for small models is the real bottleneck.
+        .with_intra_op_spinning(false)
+        .map_err(load)?;
+    let session = match source {
+        ModelSource::File(path) => builder.commit_from_file(path),
+        ModelSource::Embedded(bytes) => builder.commit_from_memory(bytes),
+    }
+    .map_err(|e| EngineError::Load(e.to_string()))?;
+
+    let inputs = session
+        .inputs()
+        .iter()
+        .map(|o| tensor_spec(o.name(), o.dtype(), "input"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outputs = session
+        .outputs()
+        .iter()
+        .map(|o| tensor_spec(o.name(), o.dtype(), "output"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((session, Signature { inputs, outputs }))
+}
+
+fn tensor_spec(name: &str, dtype: &ValueType, role: &str) -> Result<TensorSpec, EngineError> {
+    let ValueType::Tensor { ty, shape, dimension_symbols } = dtype else {
+        return Err(EngineError::Load(format!(
+            "{role} '{name}' is not a tensor ({dtype:?}); inferd serves tensor models only"
+        )));
+    };
+    let datatype = datatype_from_ort(*ty).ok_or_else(|| {
+        EngineError::Load(format!(
+            "{role} '{name}' has element type {ty:?}, which the Open Inference Protocol cannot carry"
+        ))
+    })?;
+    // ONNX Runtime reports symbolic and unknown dimensions as -1 already; any
+    // other negative value is normalised to the protocol's -1.
+    let shape: Vec<i64> = shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect();
+    let symbols = (0..shape.len())
+        .map(|i| {
+            let symbol = dimension_symbols.get(i).filter(|s| !s.is_empty());
+            symbol.filter(|_| shape[i] == -1).cloned()
+        })
+        .collect();
+    Ok(TensorSpec { name: name.to_string(), datatype, shape, symbols })
+}
+
+pub(crate) fn datatype_from_ort(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Bfloat16 => DataType::Bf16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        _ => return None,
+    })
+}

@@ -1,0 +1,129 @@
+//! The HTTP front end: routes, shared state and the layers around them.
+//!
+//! Each request gets an `x-request-id` (the client's, or a new UUID), echoed
+//! on the response and carried by the request's tracing span. Handlers live
+//! in `v2.rs` (Open Inference Protocol) and `risk.rs` (the clinical endpoint);
+//! both end in [`crate::model::ServedModel::infer`].
+
+pub mod body;
+pub mod risk;
+pub mod v2;
+pub mod v2_json;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, Method, Uri};
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::model::Registry;
+
+/// Settings of the HTTP front end.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Ready only when every model of the repository is serving (Triton's
+    /// strict readiness); otherwise ready once the server is up.
+    pub strict_readiness: bool,
+    /// The model behind `POST /predict/risk`.
+    pub risk_model: String,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: ArcSwap<Registry>,
+    pub settings: HttpSettings,
+    /// Set once the models at start have been loaded.
+    loaded: AtomicBool,
+    /// Set when shutdown starts; never cleared.
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(settings: HttpSettings) -> AppState {
+        AppState {
+            registry: ArcSwap::from_pointee(Registry::default()),
+            settings,
+            loaded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::SeqCst);
+    }
+
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server should receive traffic.
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+            && !self.draining.load(Ordering::SeqCst)
+            && (!self.settings.strict_readiness || self.registry.load().all_ready())
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application; tests drive it without a socket too.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.settings.max_request_bytes;
+    let v2 = Router::new()
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
+        .route("/predict/risk", post(risk::predict));
+
+    v2.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request| {
+                            let id = req
+                                .extensions()
+                                .get::<RequestId>()
+                                .and_then(|id| id.header_value().to_str().ok())
+                                .unwrap_or("");
+                            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                        })
+                        // Failures are logged once, with their cause, where
+                        // they happen; the layer would only repeat them.
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID)),
+        )
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// The id of the current request, as the request-id layer set it.
+pub fn request_id(id: &RequestId) -> &str {
+    id.header_value().to_str().unwrap_or("")
+}

@@ -1,0 +1,123 @@
+//! Open Inference Protocol v2 over REST: health, metadata and inference.
+//!
+//! Paths with and without `/versions/V` share their handlers; [`ModelPath`]
+//! reads both. Health answers carry no body: 200 when true, 400 when false,
+//! as Triton answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tower_http::request_id::RequestId;
+
+use super::body::JsonBody;
+use super::{AppState, v2_json};
+use crate::engine::TensorSpec;
+use crate::error::ApiError;
+use crate::model::PLATFORM;
+
+/// The model name and optional version of a `/v2/models/...` path.
+pub struct ModelPath {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl ModelPath {
+    fn from_params(mut params: HashMap<String, String>) -> ModelPath {
+        ModelPath { name: params.remove("model").unwrap_or_default(), version: params.remove("version") }
+    }
+}
+
+fn health(ok: bool) -> StatusCode {
+    if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }
+}
+
+#[derive(Serialize)]
+pub struct ServerMetadata {
+    name: &'static str,
+    version: &'static str,
+    extensions: &'static [&'static str],
+}
+
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata { name: "inferd", version: env!("CARGO_PKG_VERSION"), extensions: &[] })
+}
+
+pub async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+pub async fn ready(State(state): State<Arc<AppState>>) -> StatusCode {
+    health(state.is_ready())
+}
+
+pub async fn model_ready(State(state): State<Arc<AppState>>, Path(params): Path<HashMap<String, String>>) -> StatusCode {
+    let path = ModelPath::from_params(params);
+    health(state.registry.load().resolve(&path.name, path.version.as_deref()).is_ok())
+}
+
+#[derive(Serialize)]
+struct TensorMetadata<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+}
+
+#[derive(Serialize)]
+struct ModelMetadata<'a> {
+    name: &'a str,
+    versions: Vec<String>,
+    platform: &'static str,
+    inputs: Vec<TensorMetadata<'a>>,
+    outputs: Vec<TensorMetadata<'a>>,
+}
+
+fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
+    specs
+        .iter()
+        .map(|t| TensorMetadata { name: &t.name, datatype: t.datatype.as_str(), shape: &t.shape })
+        .collect()
+}
+
+pub async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let path = ModelPath::from_params(params);
+    let registry = state.registry.load();
+    let model = registry.resolve(&path.name, path.version.as_deref())?;
+    let body = ModelMetadata {
+        name: &model.name,
+        versions: vec![model.version.to_string()],
+        platform: PLATFORM,
+        inputs: tensor_metadata(&model.signature.inputs),
+        outputs: tensor_metadata(&model.signature.outputs),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// `POST /v2/models/M[/versions/V]/infer` with JSON tensors.
+pub async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+    Extension(request_id): Extension<RequestId>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let path = ModelPath::from_params(params);
+    let model = Arc::clone(state.registry.load().resolve(&path.name, path.version.as_deref())?);
+    let request = v2_json::decode_request(&body)?;
+    drop(body);
+    v2_json::check_outputs_fit_json(&model.signature, &request.outputs)?;
+
+    let id = request.id.clone();
+    let output = model
+        .infer(request)
+        .await
+        .map_err(|e| ApiError::from_infer(e, super::request_id(&request_id)))?;
+    let encoded = v2_json::encode_response(&model.name, model.version, id.as_deref(), &output.outputs);
+    Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+}

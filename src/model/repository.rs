@@ -1,0 +1,157 @@
+//! The model repository on disk, in Triton's layout, and loading from it.
+//!
+//! ```text
+//! DIR/<model>/config.toml          optional, see `config.rs`
+//! DIR/<model>/<version>/model.onnx version folders are plain numbers
+//! ```
+//!
+//! The highest version that holds a model file is served. A model that fails
+//! to load is recorded with its reason and the others still load. With no
+//! repository, the bundled clinical risk model, compiled into the binary, is
+//! served instead.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::config::ModelConfig;
+use super::{ModelState, Registry, ServedModel};
+use crate::engine::{Instance, ModelSource};
+use crate::scheduler::Scheduler;
+
+/// The bundled demonstration model, `models/clinical-risk/1/model.onnx`.
+pub const BUNDLED_MODEL: &[u8] = include_bytes!("../../models/clinical-risk/1/model.onnx");
+pub const BUNDLED_MODEL_NAME: &str = "clinical-risk";
+pub const BUNDLED_MODEL_VERSION: u64 = 1;
+
+/// Settings that apply to every model the server loads.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    /// Requests a model's queue holds before new ones are refused.
+    pub queue_size: usize,
+}
+
+/// A model found in the repository, before loading.
+struct Found {
+    name: String,
+    dir: PathBuf,
+}
+
+/// Loads every model under `dir`. Fails only when `dir` itself cannot be read.
+pub fn load_repository(dir: &Path, settings: &LoadSettings) -> std::io::Result<Registry> {
+    let mut registry = Registry::default();
+    for found in scan(dir)? {
+        let state = match load_model(&found, settings) {
+            Ok(model) => {
+                log_loaded(&model);
+                ModelState::Ready(Arc::new(model))
+            }
+            Err(reason) => {
+                tracing::warn!(model = %found.name, %reason, "model failed to load");
+                ModelState::Failed { reason }
+            }
+        };
+        registry.insert(found.name, state);
+    }
+    if registry.iter().next().is_none() {
+        tracing::warn!(repository = %dir.display(), "the model repository holds no models");
+    }
+    Ok(registry)
+}
+
+/// Loads the model compiled into the binary, with default settings.
+pub fn load_bundled(settings: &LoadSettings) -> Registry {
+    let mut registry = Registry::default();
+    let config = ModelConfig::default();
+    let source = ModelSource::Embedded(BUNDLED_MODEL);
+    let state = match start_model(BUNDLED_MODEL_NAME, BUNDLED_MODEL_VERSION, source, config, settings) {
+        Ok(model) => {
+            log_loaded(&model);
+            ModelState::Ready(Arc::new(model))
+        }
+        Err(reason) => {
+            tracing::warn!(model = BUNDLED_MODEL_NAME, %reason, "model failed to load");
+            ModelState::Failed { reason }
+        }
+    };
+    registry.insert(BUNDLED_MODEL_NAME.to_string(), state);
+    registry
+}
+
+/// Model folders are the repository's visible subfolders, sorted by name.
+fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        found.push(Found { name, dir: entry.path() });
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+fn load_model(found: &Found, settings: &LoadSettings) -> Result<ServedModel, String> {
+    let config = ModelConfig::load(&found.dir)?;
+    let (version, path) = latest_version(&found.dir, config.model_filename())?;
+    start_model(&found.name, version, ModelSource::File(path), config, settings)
+}
+
+/// The highest numeric version folder that holds `filename`.
+fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), String> {
+    let entries = std::fs::read_dir(model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        let file = entry.path().join(filename);
+        if file.is_file() && best.as_ref().is_none_or(|(v, _)| version > *v) {
+            best = Some((version, file));
+        }
+    }
+    best.ok_or_else(|| {
+        format!("{}: no numeric version folder holds a {filename}", model_dir.display())
+    })
+}
+
+/// Creates the model's instances (one session each) and starts its scheduler.
+fn start_model(
+    name: &str,
+    version: u64,
+    source: ModelSource,
+    config: ModelConfig,
+    settings: &LoadSettings,
+) -> Result<ServedModel, String> {
+    let session_settings = config.session_settings();
+    let mut instances = Vec::with_capacity(config.instance_count());
+    for _ in 0..config.instance_count() {
+        let instance = Instance::load(&source, &session_settings)
+            .map_err(|e| format!("{}: {e}", source.describe()))?;
+        instances.push(instance);
+    }
+    let signature = instances[0].signature().clone();
+    let scheduler = Scheduler::start(name, instances, settings.queue_size)
+        .map_err(|e| format!("cannot start instance threads: {e}"))?;
+    Ok(ServedModel::new(name.to_string(), version, signature, config, source.describe(), scheduler))
+}
+
+fn log_loaded(model: &ServedModel) {
+    let describe = |specs: &[crate::engine::TensorSpec]| {
+        specs
+            .iter()
+            .map(|t| format!("{}:{}{:?}", t.name, t.datatype, t.shape))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    tracing::info!(
+        model = %model.name,
+        version = model.version,
+        source = %model.source,
+        instances = model.config.instance_count(),
+        inputs = %describe(&model.signature.inputs),
+        outputs = %describe(&model.signature.outputs),
+        "model loaded"
+    );
+}

@@ -1,0 +1,132 @@
+//! Start-up and shutdown of `inferd serve`.
+//!
+//! Start: load ONNX Runtime (a missing library stops start-up), bind the
+//! listener, then load the models on a blocking thread while liveness already
+//! answers; readiness turns true once they are in. Shutdown, on the signal:
+//! readiness turns false, the listener closes, in-flight requests get up to
+//! the exit timeout to finish, then every model's queue is closed and its
+//! instance threads are joined.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::cli::ServerConfig;
+use crate::http::{AppState, app};
+use crate::model::Registry;
+use crate::model::repository::{load_bundled, load_repository};
+
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Loads ONNX Runtime and binds the HTTP listener; models load in [`Server::serve`].
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        crate::engine::runtime::environment()?;
+        if let Some(dir) = &config.model_repository {
+            anyhow::ensure!(dir.is_dir(), "model repository {} is not a readable folder", dir.display());
+        }
+        let listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let state = Arc::new(AppState::new(config.http.clone()));
+        Ok(Server { listener, state, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until `shutdown` completes, then drains and stops.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Server { listener, state, config } = self;
+        tracing::info!(addr = %listener.local_addr()?, "http endpoint listening");
+
+        let loader = {
+            let state = Arc::clone(&state);
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || load_models(&state, &config))
+        };
+
+        let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+        let signal = {
+            let state = Arc::clone(&state);
+            async move {
+                shutdown.await;
+                state.begin_drain();
+                tracing::info!("shutting down: readiness false, draining in-flight requests");
+                let _ = drain_tx.send(true);
+            }
+        };
+        let serve = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(signal);
+        let drain_deadline = async {
+            let _ = drain_rx.wait_for(|draining| *draining).await;
+            tokio::time::sleep(config.exit_timeout).await;
+        };
+        tokio::select! {
+            result = serve => result.context("http server failed")?,
+            () = drain_deadline => {
+                tracing::warn!(timeout_secs = config.exit_timeout.as_secs(), "exit timeout reached with requests in flight");
+            }
+        }
+
+        // A load still running would otherwise swap its models in after the
+        // registry is emptied.
+        let _ = loader.await;
+        let registry = state.registry.swap(Arc::new(Registry::default()));
+        tokio::task::spawn_blocking(move || drop(registry)).await?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn load_models(state: &AppState, config: &ServerConfig) {
+    let registry = match &config.model_repository {
+        Some(dir) => match load_repository(dir, &config.load) {
+            Ok(registry) => registry,
+            Err(e) => {
+                tracing::error!(repository = %dir.display(), error = %e, "cannot read the model repository");
+                Registry::default()
+            }
+        },
+        None => load_bundled(&config.load),
+    };
+    let failed: Vec<&str> = registry
+        .iter()
+        .filter(|(_, s)| matches!(s, crate::model::ModelState::Failed { .. }))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !failed.is_empty() {
+        tracing::warn!(models = ?failed, "some models failed to load and are not served");
+    }
+    state.registry.store(Arc::new(registry));
+    state.mark_loaded();
+    tracing::info!(ready = state.is_ready(), "models loaded");
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => tracing::info!(signal = "SIGINT", "signal received"),
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}
