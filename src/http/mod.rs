@@ -61,6 +61,10 @@ impl AppState {
         self.loaded.store(true, Ordering::SeqCst);
     }
 
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }

@@ -1,0 +1,123 @@
+//! Loading a model repository: highest version served, broken models reported
+//! by name with their reason while the others serve, readiness that says which.
+
+mod common;
+
+use common::{TestServer, copy_model, error_of, temp_dir};
+use inferd::cli::ServerConfig;
+use serde_json::{Value, json};
+
+fn dyn_batch_request() -> Value {
+    json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
+}
+
+#[tokio::test]
+async fn highest_version_is_served() {
+    let repo = temp_dir("versions");
+    copy_model(&repo, "dyn_batch", "m");
+    // Version 3 holds a different model; version 10 outranks 9 numerically,
+    // and a non-numeric folder is ignored.
+    for version in ["3", "10"] {
+        let dir = repo.join("m").join(version);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(repo.join("m/1/model.onnx"), dir.join("model.onnx")).unwrap();
+    }
+    std::fs::create_dir_all(repo.join("m/9")).unwrap();
+    std::fs::create_dir_all(repo.join("m/latest")).unwrap();
+
+    let server = TestServer::start(Some(repo.clone())).await;
+    let meta: Value = server.get("/v2/models/m").await.json().await.unwrap();
+    assert_eq!(meta["versions"], json!(["10"]));
+    let (status, answer) = server.post_json("/v2/models/m/versions/10/infer", &dyn_batch_request()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_version"], "10");
+    let (status, _) = server.post_json("/v2/models/m/versions/1/infer", &dyn_batch_request()).await;
+    assert_eq!(status, 404);
+    server.stop().await;
+    std::fs::remove_dir_all(repo).unwrap();
+}
+
+#[tokio::test]
+async fn broken_models_are_reported_and_the_others_serve() {
+    let repo = temp_dir("broken");
+    copy_model(&repo, "dyn_batch", "good");
+    // A file that is not ONNX.
+    std::fs::create_dir_all(repo.join("corrupt/1")).unwrap();
+    std::fs::write(repo.join("corrupt/1/model.onnx"), b"this is not a model").unwrap();
+    // A config with a key inferd does not know.
+    copy_model(&repo, "dyn_batch", "misconfigured");
+    std::fs::write(repo.join("misconfigured/config.toml"), "[instance_group]\ncuont = 2\n").unwrap();
+    // A model folder without any version.
+    std::fs::create_dir_all(repo.join("empty")).unwrap();
+
+    let server = TestServer::start(Some(repo.clone())).await;
+    let (status, answer) = server.post_json("/v2/models/good/infer", &dyn_batch_request()).await;
+    assert_eq!(status, 200, "{answer}");
+
+    for name in ["corrupt", "misconfigured", "empty"] {
+        assert_eq!(server.get(&format!("/v2/models/{name}/ready")).await.status(), 400, "{name}");
+        let (status, answer) = server.post_json(&format!("/v2/models/{name}/infer"), &dyn_batch_request()).await;
+        assert_eq!(status, 503, "{name}: {answer}");
+        assert!(error_of(&answer).contains("failed to load"), "{answer}");
+    }
+    assert_eq!(server.get("/v2/models/good/ready").await.status(), 200);
+    // Strict readiness (the default): not ready while any model failed.
+    assert_eq!(server.get("/v2/health/ready").await.status(), 400);
+
+    let registry = server.state.registry.load();
+    let reasons: Vec<(String, String)> = registry
+        .iter()
+        .filter_map(|(name, state)| match state {
+            inferd::model::ModelState::Failed { reason } => Some((name.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    let reason_of = |n: &str| reasons.iter().find(|(name, _)| name == n).map(|(_, r)| r.clone()).unwrap();
+    assert!(reason_of("misconfigured").contains("cuont"), "{reasons:?}");
+    assert!(reason_of("misconfigured").contains("config.toml"), "{reasons:?}");
+    assert!(reason_of("empty").contains("no numeric version folder"), "{reasons:?}");
+    assert!(reason_of("corrupt").contains("corrupt/1/model.onnx"), "{reasons:?}");
+    drop(registry);
+    server.stop().await;
+
+    let mut config = ServerConfig::local(Some(repo.clone()));
+    config.http.strict_readiness = false;
+    let lenient = TestServer::start_with(config).await;
+    assert_eq!(lenient.get("/v2/health/ready").await.status(), 200);
+    lenient.stop().await;
+    std::fs::remove_dir_all(repo).unwrap();
+}
+
+#[tokio::test]
+async fn config_toml_sets_instances_and_filename() {
+    let repo = temp_dir("config");
+    std::fs::create_dir_all(repo.join("m/1")).unwrap();
+    std::fs::copy(common::test_repository().join("dyn_batch/1/model.onnx"), repo.join("m/1/net.onnx")).unwrap();
+    std::fs::write(
+        repo.join("m/config.toml"),
+        "default_model_filename = \"net.onnx\"\n[instance_group]\ncount = 3\nintra_op_threads = 1\n",
+    )
+    .unwrap();
+    let server = TestServer::start(Some(repo.clone())).await;
+    let registry = server.state.registry.load();
+    let model = registry.resolve("m", None).unwrap();
+    assert_eq!(model.config.instance_count(), 3);
+    drop(registry);
+    let threads = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with("inferd-m-"))
+        .count();
+    assert_eq!(threads, 3, "one thread per instance");
+    let (status, answer) = server.post_json("/v2/models/m/infer", &dyn_batch_request()).await;
+    assert_eq!(status, 200, "{answer}");
+    server.stop().await;
+    std::fs::remove_dir_all(repo).unwrap();
+}
+
+#[tokio::test]
+async fn missing_repository_is_a_start_up_error() {
+    let config = ServerConfig::local(Some("/nonexistent/inferd/models".into()));
+    let error = inferd::server::Server::bind(config).await.err().expect("bind fails");
+    assert!(error.to_string().contains("/nonexistent/inferd/models"), "{error}");
+}
