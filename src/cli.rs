@@ -14,7 +14,11 @@ use crate::http::HttpSettings;
 use crate::model::repository::{BUNDLED_MODEL_NAME, LoadSettings};
 
 #[derive(Debug, Parser)]
-#[command(name = "inferd", version, about = "Serve ONNX models over the Open Inference Protocol v2")]
+#[command(
+    name = "inferd",
+    version,
+    about = "Serve ONNX models over the Open Inference Protocol v2"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -98,7 +102,9 @@ impl ServeArgs {
                 strict_readiness: self.strict_readiness,
                 risk_model: self.risk_model.clone(),
             },
-            load: LoadSettings { queue_size: self.max_queue_size as usize },
+            load: LoadSettings {
+                queue_size: self.max_queue_size as usize,
+            },
             exit_timeout: Duration::from_secs(self.exit_timeout_secs),
         }
     }
@@ -109,6 +115,9 @@ impl ServerConfig {
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
         let cli = Cli::parse_from(["inferd", "serve", "--host", "127.0.0.1", "--http-port", "0"]);
         let Command::Serve(args) = cli.command;
-        ServerConfig { model_repository, ..args.to_config() }
+        ServerConfig {
+            model_repository,
+            ..args.to_config()
+        }
     }
 }

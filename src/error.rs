@@ -36,7 +36,9 @@ impl ApiError {
     /// Logs `cause` once with the request id and returns the masked error.
     pub fn internal(request_id: &str, cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(request_id, cause = %cause, "internal error");
-        ApiError::Internal { request_id: request_id.to_string() }
+        ApiError::Internal {
+            request_id: request_id.to_string(),
+        }
     }
 
     /// Maps an error of the inference path; `request_id` is for internal ones.
@@ -85,9 +87,15 @@ impl IntoResponse for ApiError {
         if status.is_client_error() {
             tracing::debug!(status = status.as_u16(), "request refused");
         }
-        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let mut response = (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

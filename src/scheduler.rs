@@ -43,7 +43,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts one thread per instance, all draining a queue of `queue_size`.
-    pub fn start(model: &str, instances: Vec<Instance>, queue_size: usize) -> std::io::Result<Scheduler> {
+    pub fn start(
+        model: &str,
+        instances: Vec<Instance>,
+        queue_size: usize,
+    ) -> std::io::Result<Scheduler> {
         let (tx, rx) = crossbeam_channel::bounded(queue_size);
         let mut workers = Vec::with_capacity(instances.len());
         for (i, instance) in instances.into_iter().enumerate() {
@@ -53,7 +57,10 @@ impl Scheduler {
                 .spawn(move || serve_queue(instance, rx))?;
             workers.push(handle);
         }
-        Ok(Scheduler { queue: Some(tx), workers })
+        Ok(Scheduler {
+            queue: Some(tx),
+            workers,
+        })
     }
 
     /// Hands `job` to the queue without waiting.

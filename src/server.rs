@@ -30,17 +30,27 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
         crate::engine::runtime::environment()?;
         if let Some(dir) = &config.model_repository {
-            anyhow::ensure!(dir.is_dir(), "model repository {} is not a readable folder", dir.display());
+            anyhow::ensure!(
+                dir.is_dir(),
+                "model repository {} is not a readable folder",
+                dir.display()
+            );
         }
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         let state = Arc::new(AppState::new(config.http.clone()));
-        Ok(Server { listener, state, config })
+        Ok(Server {
+            listener,
+            state,
+            config,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -48,8 +58,15 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then drains and stops.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Server { listener, state, config } = self;
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            state,
+            config,
+        } = self;
         tracing::info!(addr = %listener.local_addr()?, "http endpoint listening");
 
         let loader = {
@@ -117,7 +134,9 @@ fn load_models(state: &AppState, config: &ServerConfig) {
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut terminate = match tokio::signal::unix::signal(
+        tokio::signal::unix::SignalKind::terminate(),
+    ) {
         Ok(signal) => signal,
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");

@@ -201,7 +201,11 @@ mod tests {
     #[test]
     fn buffers_exist_only_for_json_capable_types() {
         for t in DataType::ALL {
-            assert_eq!(TensorData::with_capacity(t, 0).is_some(), t.json_capable(), "{t}");
+            assert_eq!(
+                TensorData::with_capacity(t, 0).is_some(),
+                t.json_capable(),
+                "{t}"
+            );
         }
     }
 }

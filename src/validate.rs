@@ -42,14 +42,21 @@ fn fail<T>(message: String) -> Result<T, ValidationError> {
 
 /// Checks names, element types, shapes and element counts, and that
 /// dimensions sharing a symbolic name (`batch`) agree across inputs.
-pub fn validate(model: &str, signature: &Signature, request: InferRequest) -> Result<Validated, ValidationError> {
+pub fn validate(
+    model: &str,
+    signature: &Signature,
+    request: InferRequest,
+) -> Result<Validated, ValidationError> {
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
     let mut symbol_sizes: HashMap<&str, (i64, &str)> = HashMap::new();
 
     for input in request.inputs {
         let Some(index) = signature.input_index(&input.name) else {
             let known = names(signature.inputs.iter().map(|t| t.name.as_str()));
-            return fail(format!("model '{model}' has no input '{}'; its inputs are {known}", input.name));
+            return fail(format!(
+                "model '{model}' has no input '{}'; its inputs are {known}",
+                input.name
+            ));
         };
         if slots[index].is_some() {
             return fail(format!("input '{}' is given more than once", input.name));
@@ -66,8 +73,12 @@ pub fn validate(model: &str, signature: &Signature, request: InferRequest) -> Re
             ));
         }
         check_shape(&spec.name, &tensor.shape, &spec.shape)?;
-        let expected = element_count(&tensor.shape)
-            .ok_or_else(|| ValidationError(format!("input '{}' has a shape too large to hold", spec.name)))?;
+        let expected = element_count(&tensor.shape).ok_or_else(|| {
+            ValidationError(format!(
+                "input '{}' has a shape too large to hold",
+                spec.name
+            ))
+        })?;
         if expected != tensor.data.len() {
             return fail(format!(
                 "input '{}' has shape {:?}, which holds {expected} elements, but {} were given",
@@ -77,7 +88,9 @@ pub fn validate(model: &str, signature: &Signature, request: InferRequest) -> Re
             ));
         }
         for (dim, symbol) in tensor.shape.iter().zip(&spec.symbols) {
-            let Some(symbol) = symbol.as_deref() else { continue };
+            let Some(symbol) = symbol.as_deref() else {
+                continue;
+            };
             match symbol_sizes.get(symbol) {
                 Some(&(size, other)) if size != *dim => {
                     return fail(format!(
@@ -109,7 +122,9 @@ pub fn validate(model: &str, signature: &Signature, request: InferRequest) -> Re
         for name in &request.outputs {
             let Some(index) = signature.output_index(name) else {
                 let known = names(signature.outputs.iter().map(|t| t.name.as_str()));
-                return fail(format!("model '{model}' has no output '{name}'; its outputs are {known}"));
+                return fail(format!(
+                    "model '{model}' has no output '{name}'; its outputs are {known}"
+                ));
             };
             if indices.contains(&index) {
                 return fail(format!("output '{name}' is requested more than once"));
@@ -125,20 +140,33 @@ pub fn validate(model: &str, signature: &Signature, request: InferRequest) -> Re
 /// at least 1, and fixed dimensions match exactly.
 fn check_shape(name: &str, shape: &[i64], model_shape: &[i64]) -> Result<(), ValidationError> {
     if let Some(d) = shape.iter().find(|&&d| d < 0) {
-        return fail(format!("input '{name}' has a negative dimension ({d}) in shape {shape:?}"));
+        return fail(format!(
+            "input '{name}' has a negative dimension ({d}) in shape {shape:?}"
+        ));
     }
     if shape.contains(&0) {
-        return fail(format!("input '{name}' has an empty dimension in shape {shape:?}; empty tensors are not accepted"));
+        return fail(format!(
+            "input '{name}' has an empty dimension in shape {shape:?}; empty tensors are not accepted"
+        ));
     }
-    let fits = shape.len() == model_shape.len() && shape.iter().zip(model_shape).all(|(&d, &m)| m == -1 || d == m);
+    let fits = shape.len() == model_shape.len()
+        && shape
+            .iter()
+            .zip(model_shape)
+            .all(|(&d, &m)| m == -1 || d == m);
     if !fits {
-        return fail(format!("input '{name}' has shape {shape:?} but the model expects {model_shape:?} (-1 is any size)"));
+        return fail(format!(
+            "input '{name}' has shape {shape:?} but the model expects {model_shape:?} (-1 is any size)"
+        ));
     }
     Ok(())
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names.map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+    names
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -151,21 +179,37 @@ mod tests {
         let spec = |name: &str, datatype, shape: Vec<i64>| TensorSpec {
             name: name.into(),
             datatype,
-            symbols: shape.iter().map(|&d| (d == -1).then(|| "batch".to_string())).collect(),
+            symbols: shape
+                .iter()
+                .map(|&d| (d == -1).then(|| "batch".to_string()))
+                .collect(),
             shape,
         };
         Signature {
-            inputs: vec![spec("x", DataType::Fp32, vec![-1, 3]), spec("ids", DataType::Int64, vec![-1, 2])],
-            outputs: vec![spec("y", DataType::Fp32, vec![-1, 1]), spec("ids_out", DataType::Int64, vec![-1, 2])],
+            inputs: vec![
+                spec("x", DataType::Fp32, vec![-1, 3]),
+                spec("ids", DataType::Int64, vec![-1, 2]),
+            ],
+            outputs: vec![
+                spec("y", DataType::Fp32, vec![-1, 1]),
+                spec("ids_out", DataType::Int64, vec![-1, 2]),
+            ],
         }
     }
 
     fn input(name: &str, shape: Vec<i64>, data: TensorData) -> NamedTensor {
-        NamedTensor { name: name.into(), tensor: Tensor { shape, data } }
+        NamedTensor {
+            name: name.into(),
+            tensor: Tensor { shape, data },
+        }
     }
 
     fn request(inputs: Vec<NamedTensor>, outputs: &[&str]) -> InferRequest {
-        InferRequest { id: None, inputs, outputs: outputs.iter().map(|s| s.to_string()).collect() }
+        InferRequest {
+            id: None,
+            inputs,
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        }
     }
 
     fn good_inputs() -> Vec<NamedTensor> {
@@ -193,11 +237,16 @@ mod tests {
     fn names_missing_unknown_and_duplicate_inputs() {
         let mut inputs = good_inputs();
         inputs.pop();
-        assert_eq!(error(request(inputs, &[])), "missing input 'x' of model 'm'");
+        assert_eq!(
+            error(request(inputs, &[])),
+            "missing input 'x' of model 'm'"
+        );
 
         let mut inputs = good_inputs();
         inputs.push(input("z", vec![1], TensorData::Fp32(vec![0.0])));
-        assert!(error(request(inputs, &[])).contains("has no input 'z'; its inputs are 'x', 'ids'"));
+        assert!(
+            error(request(inputs, &[])).contains("has no input 'z'; its inputs are 'x', 'ids'")
+        );
 
         let mut inputs = good_inputs();
         inputs.push(input("x", vec![2, 3], TensorData::Fp32(vec![0.0; 6])));
@@ -208,7 +257,9 @@ mod tests {
     fn refuses_wrong_type_shape_and_count() {
         let mut inputs = good_inputs();
         inputs[1] = input("x", vec![2, 3], TensorData::Fp64(vec![0.0; 6]));
-        assert!(error(request(inputs, &[])).contains("has datatype FP64 but model 'm' expects FP32"));
+        assert!(
+            error(request(inputs, &[])).contains("has datatype FP64 but model 'm' expects FP32")
+        );
 
         let mut inputs = good_inputs();
         inputs[1] = input("x", vec![2, 4], TensorData::Fp32(vec![0.0; 8]));
@@ -232,7 +283,10 @@ mod tests {
         let mut inputs = good_inputs();
         inputs[1] = input("x", vec![3, 3], TensorData::Fp32(vec![0.0; 9]));
         let e = error(request(inputs, &[]));
-        assert!(e.contains("dimension 'batch' is 3 in input 'x' but 2 in input 'ids'"), "{e}");
+        assert!(
+            e.contains("dimension 'batch' is 3 in input 'x' but 2 in input 'ids'"),
+            "{e}"
+        );
     }
 
     #[test]

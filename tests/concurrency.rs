@@ -5,6 +5,9 @@ mod common;
 use common::{TestServer, test_repository};
 use serde_json::{Value, json};
 
+/// Checks that an answer belongs to the request that was sent.
+type Check = Box<dyn Fn(&Value) + Send>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_requests_over_several_models() {
     let server = std::sync::Arc::new(TestServer::start(Some(test_repository())).await);
@@ -13,7 +16,7 @@ async fn five_hundred_concurrent_requests_over_several_models() {
         let server = std::sync::Arc::clone(&server);
         tasks.push(tokio::spawn(async move {
             // Each request carries values of its own, so a mixed-up answer shows.
-            let (path, body, check): (&str, Value, Box<dyn Fn(&Value) + Send>) = match i % 4 {
+            let (path, body, check): (&str, Value, Check) = match i % 4 {
                 0 => (
                     "/v2/models/identity_int64/infer",
                     json!({"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 2], "data": [i, -i]}]}),

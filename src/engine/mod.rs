@@ -43,7 +43,11 @@ impl Instance {
     /// Runs the model on `inputs` (one per signature input, in signature
     /// order, already validated) and returns the outputs named by `outputs`
     /// (indices into the signature's outputs), in that order.
-    pub fn run(&mut self, inputs: &[Tensor], outputs: &[usize]) -> Result<Vec<Tensor>, EngineError> {
+    pub fn run(
+        &mut self,
+        inputs: &[Tensor],
+        outputs: &[usize],
+    ) -> Result<Vec<Tensor>, EngineError> {
         let run_err = |e: ort::Error| EngineError::Run(e.to_string());
 
         let mut feeds: Vec<(&str, SessionInputValue<'_>)> = Vec::with_capacity(inputs.len());
@@ -56,9 +60,9 @@ impl Instance {
             .iter()
             .map(|&i| {
                 let name = self.signature.outputs[i].name.as_str();
-                let value = results
-                    .get(name)
-                    .ok_or_else(|| EngineError::Run(format!("output {name} missing from the run's results")))?;
+                let value = results.get(name).ok_or_else(|| {
+                    EngineError::Run(format!("output {name} missing from the run's results"))
+                })?;
                 extract(value).map_err(run_err)
             })
             .collect()

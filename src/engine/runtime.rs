@@ -39,11 +39,18 @@ struct Candidate {
 /// The candidates in the order they are tried: `ORT_DYLIB_PATH`; the library
 /// beside the executable (how the container image ships it); the setup
 /// script's folder in the source tree inferd was built from; the `onnxruntime`
-/// package of the `python3` on `PATH`.
+/// package of the `python3` on `PATH`. A set `ORT_DYLIB_PATH` is the only
+/// candidate: a library named explicitly is never silently replaced.
 fn candidates() -> Vec<Candidate> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return vec![Candidate {
+            origin: "ORT_DYLIB_PATH",
+            path: Some(PathBuf::from(path)),
+        }];
+    }
     let mut out = vec![Candidate {
         origin: "ORT_DYLIB_PATH",
-        path: std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from),
+        path: None,
     }];
     let exe_dir = std::env::current_exe()
         .ok()
@@ -54,7 +61,11 @@ fn candidates() -> Vec<Candidate> {
     });
     out.push(Candidate {
         origin: "scripts/setup.sh's folder",
-        path: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(SETUP_DIR).join(LIB_NAME)),
+        path: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(SETUP_DIR)
+                .join(LIB_NAME),
+        ),
     });
     out.push(Candidate {
         origin: "the onnxruntime package of python3 on PATH",
@@ -98,7 +109,11 @@ fn create_environment() -> Result<ort::environment::Environment, RuntimeError> {
             continue;
         };
         if !path.is_file() {
-            tried.push_str(&format!("  - {}: {} does not exist\n", candidate.origin, path.display()));
+            tried.push_str(&format!(
+                "  - {}: {} does not exist\n",
+                candidate.origin,
+                path.display()
+            ));
             continue;
         }
         match ort::init_from(&path) {
@@ -112,7 +127,11 @@ fn create_environment() -> Result<ort::environment::Environment, RuntimeError> {
                 return Ok(env);
             }
             Err(e) => {
-                tried.push_str(&format!("  - {}: {} failed to load: {e}\n", candidate.origin, path.display()));
+                tried.push_str(&format!(
+                    "  - {}: {} failed to load: {e}\n",
+                    candidate.origin,
+                    path.display()
+                ));
             }
         }
     }

@@ -21,7 +21,10 @@ pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-leng
 impl FromRequest<std::sync::Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &std::sync::Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request(
+        req: Request,
+        state: &std::sync::Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         if req.headers().contains_key(INFERENCE_HEADER_CONTENT_LENGTH) {
             return Err(ApiError::UnsupportedMediaType(
                 "the binary tensor data extension (Inference-Header-Content-Length) is not supported \
@@ -30,7 +33,13 @@ impl FromRequest<std::sync::Arc<AppState>> for JsonBody {
             ));
         }
         if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
-            let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+            let essence = value
+                .to_str()
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim();
             if !essence.eq_ignore_ascii_case("application/json") {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "content type '{}' is not accepted; send application/json",
@@ -44,7 +53,9 @@ impl FromRequest<std::sync::Arc<AppState>> for JsonBody {
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge { limit })
             }
-            Err(rejection) => Err(ApiError::BadRequest(format!("cannot read the request body: {rejection}"))),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "cannot read the request body: {rejection}"
+            ))),
         }
     }
 }

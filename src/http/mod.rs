@@ -19,7 +19,9 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, Method, Uri};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -87,11 +89,20 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{model}", get(v2::model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::model_metadata),
+        )
         .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::model_ready),
+        )
         .route("/v2/models/{model}/infer", post(v2::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer),
+        )
         .route("/predict/risk", post(risk::predict));
 
     v2.fallback(not_found)

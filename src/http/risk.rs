@@ -48,20 +48,36 @@ pub async fn predict(
     JsonBody(body): JsonBody,
 ) -> Result<Json<RiskResponse>, ApiError> {
     let request_id = super::request_id(&request_id);
-    let model = Arc::clone(state.registry.load().resolve(&state.settings.risk_model, None)?);
+    let model = Arc::clone(
+        state
+            .registry
+            .load()
+            .resolve(&state.settings.risk_model, None)?,
+    );
     let request: RiskRequest<'_> = parse_json(&body)?;
 
     if request.subject_id.trim().is_empty() {
-        return Err(ApiError::BadRequest("subjectId must not be empty".to_string()));
+        return Err(ApiError::BadRequest(
+            "subjectId must not be empty".to_string(),
+        ));
     }
     if request.subject_id.len() > MAX_SUBJECT_ID {
-        return Err(ApiError::BadRequest(format!("subjectId is longer than {MAX_SUBJECT_ID} bytes")));
+        return Err(ApiError::BadRequest(format!(
+            "subjectId is longer than {MAX_SUBJECT_ID} bytes"
+        )));
     }
 
     // The model's own signature says how many features a record has.
     let input = match model.signature.inputs.as_slice() {
-        [only] if only.datatype == DataType::Fp32 && only.shape.len() == 2 && only.shape[1] > 0 => only,
-        _ => return Err(ApiError::internal(request_id, &"the risk model does not take one FP32 [batch, N] input")),
+        [only] if only.datatype == DataType::Fp32 && only.shape.len() == 2 && only.shape[1] > 0 => {
+            only
+        }
+        _ => {
+            return Err(ApiError::internal(
+                request_id,
+                &"the risk model does not take one FP32 [batch, N] input",
+            ));
+        }
     };
     let count = input.shape[1];
     let features = decode_nested(request.features, DataType::Fp32, 1)
@@ -75,13 +91,27 @@ pub async fn predict(
 
     let infer = InferRequest {
         id: None,
-        inputs: vec![NamedTensor { name: input.name.clone(), tensor: Tensor { shape: vec![1, count], data: features } }],
+        inputs: vec![NamedTensor {
+            name: input.name.clone(),
+            tensor: Tensor {
+                shape: vec![1, count],
+                data: features,
+            },
+        }],
         outputs: Vec::new(),
     };
-    let output = model.infer(infer).await.map_err(|e| ApiError::from_infer(e, request_id))?;
+    let output = model
+        .infer(infer)
+        .await
+        .map_err(|e| ApiError::from_infer(e, request_id))?;
     let risk_score = match output.outputs.first().map(|(_, t)| &t.data) {
         Some(TensorData::Fp32(scores)) if scores.len() == 1 => scores[0],
-        _ => return Err(ApiError::internal(request_id, &"the risk model did not give one FP32 score")),
+        _ => {
+            return Err(ApiError::internal(
+                request_id,
+                &"the risk model did not give one FP32 score",
+            ));
+        }
     };
     Ok(Json(RiskResponse {
         risk_score,

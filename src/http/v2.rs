@@ -28,12 +28,19 @@ pub struct ModelPath {
 
 impl ModelPath {
     fn from_params(mut params: HashMap<String, String>) -> ModelPath {
-        ModelPath { name: params.remove("model").unwrap_or_default(), version: params.remove("version") }
+        ModelPath {
+            name: params.remove("model").unwrap_or_default(),
+            version: params.remove("version"),
+        }
     }
 }
 
 fn health(ok: bool) -> StatusCode {
-    if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }
 
 #[derive(Serialize)]
@@ -44,7 +51,11 @@ pub struct ServerMetadata {
 }
 
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "inferd", version: env!("CARGO_PKG_VERSION"), extensions: &[] })
+    Json(ServerMetadata {
+        name: "inferd",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: &[],
+    })
 }
 
 pub async fn live() -> StatusCode {
@@ -55,9 +66,18 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> StatusCode {
     health(state.is_ready())
 }
 
-pub async fn model_ready(State(state): State<Arc<AppState>>, Path(params): Path<HashMap<String, String>>) -> StatusCode {
+pub async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> StatusCode {
     let path = ModelPath::from_params(params);
-    health(state.registry.load().resolve(&path.name, path.version.as_deref()).is_ok())
+    health(
+        state
+            .registry
+            .load()
+            .resolve(&path.name, path.version.as_deref())
+            .is_ok(),
+    )
 }
 
 #[derive(Serialize)]
@@ -79,7 +99,11 @@ struct ModelMetadata<'a> {
 fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
     specs
         .iter()
-        .map(|t| TensorMetadata { name: &t.name, datatype: t.datatype.as_str(), shape: &t.shape })
+        .map(|t| TensorMetadata {
+            name: &t.name,
+            datatype: t.datatype.as_str(),
+            shape: &t.shape,
+        })
         .collect()
 }
 
@@ -108,7 +132,12 @@ pub async fn infer(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let path = ModelPath::from_params(params);
-    let model = Arc::clone(state.registry.load().resolve(&path.name, path.version.as_deref())?);
+    let model = Arc::clone(
+        state
+            .registry
+            .load()
+            .resolve(&path.name, path.version.as_deref())?,
+    );
     let request = v2_json::decode_request(&body)?;
     drop(body);
     v2_json::check_outputs_fit_json(&model.signature, &request.outputs)?;
@@ -118,6 +147,7 @@ pub async fn infer(
         .infer(request)
         .await
         .map_err(|e| ApiError::from_infer(e, super::request_id(&request_id)))?;
-    let encoded = v2_json::encode_response(&model.name, model.version, id.as_deref(), &output.outputs);
+    let encoded =
+        v2_json::encode_response(&model.name, model.version, id.as_deref(), &output.outputs);
     Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
 }

@@ -79,10 +79,25 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
             .ok_or_else(|| ApiError::BadRequest(format!("input '{}' has no 'data'", input.name)))?;
         let data = decode_data(raw, datatype)
             .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
-        inputs.push(NamedTensor { name: input.name, tensor: Tensor { shape: input.shape, data } });
+        inputs.push(NamedTensor {
+            name: input.name,
+            tensor: Tensor {
+                shape: input.shape,
+                data,
+            },
+        });
     }
-    let outputs = request.outputs.unwrap_or_default().into_iter().map(|o| o.name).collect();
-    Ok(InferRequest { id: request.id, inputs, outputs })
+    let outputs = request
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    Ok(InferRequest {
+        id: request.id,
+        inputs,
+        outputs,
+    })
 }
 
 /// Refuses a request whose answer would hold a type JSON cannot carry.
@@ -121,7 +136,12 @@ struct OutputTensorBody<'a> {
 }
 
 /// Serialises an inference response; `outputs` are `(name, tensor)` pairs.
-pub fn encode_response(model: &str, version: u64, id: Option<&str>, outputs: &[(String, Tensor)]) -> Vec<u8> {
+pub fn encode_response(
+    model: &str,
+    version: u64,
+    id: Option<&str>,
+    outputs: &[(String, Tensor)],
+) -> Vec<u8> {
     let body = ResponseBody {
         model_name: model,
         model_version: version.to_string(),
@@ -149,7 +169,11 @@ pub fn decode_data(raw: &RawValue, datatype: DataType) -> Result<TensorData, Str
 }
 
 /// As [`decode_data`], with arrays nested at most `max_depth` deep.
-pub fn decode_nested(raw: &RawValue, datatype: DataType, max_depth: usize) -> Result<TensorData, String> {
+pub fn decode_nested(
+    raw: &RawValue,
+    datatype: DataType,
+    max_depth: usize,
+) -> Result<TensorData, String> {
     macro_rules! decode {
         ($($variant:ident($ty:ty)),* $(,)?) => {
             match datatype {
@@ -161,12 +185,21 @@ pub fn decode_nested(raw: &RawValue, datatype: DataType, max_depth: usize) -> Re
     Ok(crate::for_each_buffer_type!(decode))
 }
 
-fn decode_flat<T: JsonElement>(raw: &RawValue, datatype: DataType, max_depth: usize) -> Result<Vec<T>, String> {
+fn decode_flat<T: JsonElement>(
+    raw: &RawValue,
+    datatype: DataType,
+    max_depth: usize,
+) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Flatten { out: &mut out, datatype, depth: 0, max_depth }
-        .deserialize(&mut de)
-        .map_err(|e| json_message(&e))?;
+    Flatten {
+        out: &mut out,
+        datatype,
+        depth: 0,
+        max_depth,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| json_message(&e))?;
     Ok(out)
 }
 
@@ -193,13 +226,24 @@ impl<T: JsonElement> Flatten<'_, T> {
                 self.out.push(v);
                 Ok(())
             }
-            Err(why) => Err(E::custom(format!("element {} {why} for {}", self.out.len(), self.datatype))),
+            Err(why) => Err(E::custom(format!(
+                "element {} {why} for {}",
+                self.out.len(),
+                self.datatype
+            ))),
         }
     }
 
     fn wrong<E: de::Error>(self, what: &str) -> Result<(), E> {
-        let expected = if self.datatype == DataType::Bool { "true or false" } else { "a number" };
-        Err(E::custom(format!("element {} is {what}, expected {expected}", self.out.len())))
+        let expected = if self.datatype == DataType::Bool {
+            "true or false"
+        } else {
+            "a number"
+        };
+        Err(E::custom(format!(
+            "element {} is {what}, expected {expected}",
+            self.out.len()
+        )))
     }
 }
 
@@ -221,8 +265,17 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
         if let Some(n) = seq.size_hint() {
             self.out.reserve(n);
         }
-        let (out, datatype, depth, max_depth) = (self.out, self.datatype, self.depth + 1, self.max_depth);
-        while seq.next_element_seed(Flatten { out: &mut *out, datatype, depth, max_depth })?.is_some() {}
+        let (out, datatype, depth, max_depth) =
+            (self.out, self.datatype, self.depth + 1, self.max_depth);
+        while seq
+            .next_element_seed(Flatten {
+                out: &mut *out,
+                datatype,
+                depth,
+                max_depth,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 
@@ -319,7 +372,11 @@ impl JsonElement for f32 {
     }
     fn from_f64(v: f64) -> Result<Self, &'static str> {
         let narrowed = v as f32;
-        if narrowed.is_finite() { Ok(narrowed) } else { Err("is out of range") }
+        if narrowed.is_finite() {
+            Ok(narrowed)
+        } else {
+            Err("is out of range")
+        }
     }
 }
 
@@ -350,48 +407,113 @@ mod tests {
         let nested = decode("[[1, 2], [3, 4]]", DataType::Int32).unwrap();
         assert_eq!(flat, TensorData::Int32(vec![1, 2, 3, 4]));
         assert_eq!(flat, nested);
-        assert_eq!(decode("7", DataType::Int64).unwrap(), TensorData::Int64(vec![7]));
+        assert_eq!(
+            decode("7", DataType::Int64).unwrap(),
+            TensorData::Int64(vec![7])
+        );
     }
 
     #[test]
     fn every_type_decodes() {
-        assert_eq!(decode("[true, false]", DataType::Bool).unwrap(), TensorData::Bool(vec![true, false]));
-        assert_eq!(decode("[255]", DataType::Uint8).unwrap(), TensorData::Uint8(vec![255]));
-        assert_eq!(decode("[65535]", DataType::Uint16).unwrap(), TensorData::Uint16(vec![65535]));
-        assert_eq!(decode("[4294967295]", DataType::Uint32).unwrap(), TensorData::Uint32(vec![u32::MAX]));
+        assert_eq!(
+            decode("[true, false]", DataType::Bool).unwrap(),
+            TensorData::Bool(vec![true, false])
+        );
+        assert_eq!(
+            decode("[255]", DataType::Uint8).unwrap(),
+            TensorData::Uint8(vec![255])
+        );
+        assert_eq!(
+            decode("[65535]", DataType::Uint16).unwrap(),
+            TensorData::Uint16(vec![65535])
+        );
+        assert_eq!(
+            decode("[4294967295]", DataType::Uint32).unwrap(),
+            TensorData::Uint32(vec![u32::MAX])
+        );
         assert_eq!(
             decode("[18446744073709551615]", DataType::Uint64).unwrap(),
             TensorData::Uint64(vec![u64::MAX])
         );
-        assert_eq!(decode("[-128]", DataType::Int8).unwrap(), TensorData::Int8(vec![-128]));
-        assert_eq!(decode("[-32768]", DataType::Int16).unwrap(), TensorData::Int16(vec![-32768]));
+        assert_eq!(
+            decode("[-128]", DataType::Int8).unwrap(),
+            TensorData::Int8(vec![-128])
+        );
+        assert_eq!(
+            decode("[-32768]", DataType::Int16).unwrap(),
+            TensorData::Int16(vec![-32768])
+        );
         assert_eq!(
             decode("[-9223372036854775808]", DataType::Int64).unwrap(),
             TensorData::Int64(vec![i64::MIN])
         );
-        assert_eq!(decode("[0.5, 2]", DataType::Fp32).unwrap(), TensorData::Fp32(vec![0.5, 2.0]));
-        assert_eq!(decode("[1e300]", DataType::Fp64).unwrap(), TensorData::Fp64(vec![1e300]));
-        assert_eq!(decode("[3.0]", DataType::Int32).unwrap(), TensorData::Int32(vec![3]));
+        assert_eq!(
+            decode("[0.5, 2]", DataType::Fp32).unwrap(),
+            TensorData::Fp32(vec![0.5, 2.0])
+        );
+        assert_eq!(
+            decode("[1e300]", DataType::Fp64).unwrap(),
+            TensorData::Fp64(vec![1e300])
+        );
+        assert_eq!(
+            decode("[3.0]", DataType::Int32).unwrap(),
+            TensorData::Int32(vec![3])
+        );
     }
 
     #[test]
     fn out_of_range_values_name_the_element_not_the_value() {
         let e = decode("[1, 256]", DataType::Uint8).unwrap_err();
         assert_eq!(e, "element 1 is out of range for UINT8");
-        assert!(decode("[-1]", DataType::Uint32).unwrap_err().contains("out of range for UINT32"));
-        assert!(decode("[1e39]", DataType::Fp32).unwrap_err().contains("out of range for FP32"));
-        assert!(decode("[1.5]", DataType::Int64).unwrap_err().contains("not a whole number"));
+        assert!(
+            decode("[-1]", DataType::Uint32)
+                .unwrap_err()
+                .contains("out of range for UINT32")
+        );
+        assert!(
+            decode("[1e39]", DataType::Fp32)
+                .unwrap_err()
+                .contains("out of range for FP32")
+        );
+        assert!(
+            decode("[1.5]", DataType::Int64)
+                .unwrap_err()
+                .contains("not a whole number")
+        );
     }
 
     #[test]
     fn wrong_kinds_of_value_are_refused() {
-        assert_eq!(decode("[1, \"secret\"]", DataType::Fp32).unwrap_err(), "element 1 is a string, expected a number");
-        assert!(decode("[null]", DataType::Fp32).unwrap_err().contains("null"));
-        assert!(decode("[{}]", DataType::Fp32).unwrap_err().contains("an object"));
-        assert!(decode("[1]", DataType::Bool).unwrap_err().contains("not true or false"));
-        assert!(decode("[true]", DataType::Int8).unwrap_err().contains("is a boolean"));
+        assert_eq!(
+            decode("[1, \"secret\"]", DataType::Fp32).unwrap_err(),
+            "element 1 is a string, expected a number"
+        );
+        assert!(
+            decode("[null]", DataType::Fp32)
+                .unwrap_err()
+                .contains("null")
+        );
+        assert!(
+            decode("[{}]", DataType::Fp32)
+                .unwrap_err()
+                .contains("an object")
+        );
+        assert!(
+            decode("[1]", DataType::Bool)
+                .unwrap_err()
+                .contains("not true or false")
+        );
+        assert!(
+            decode("[true]", DataType::Int8)
+                .unwrap_err()
+                .contains("is a boolean")
+        );
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
-        assert!(decode(&deep, DataType::Fp32).unwrap_err().contains("nested deeper than 32"));
+        assert!(
+            decode(&deep, DataType::Fp32)
+                .unwrap_err()
+                .contains("nested deeper than 32")
+        );
     }
 
     #[test]
@@ -401,13 +523,18 @@ mod tests {
         let request = decode_request(body).unwrap();
         assert_eq!(request.id.as_deref(), Some("r1"));
         assert_eq!(request.outputs, vec!["y".to_string()]);
-        assert_eq!(request.inputs[0].tensor.data, TensorData::Fp32(vec![1.5, 2.0]));
+        assert_eq!(
+            request.inputs[0].tensor.data,
+            TensorData::Fp32(vec![1.5, 2.0])
+        );
     }
 
     #[test]
     fn json_cannot_carry_half_precision() {
         let body = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [1]}]}"#;
-        let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else { panic!() };
+        let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else {
+            panic!()
+        };
         assert!(e.contains("FP16, which JSON cannot carry"), "{e}");
     }
 }

@@ -55,36 +55,46 @@ impl ModelConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let config: ModelConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: ModelConfig = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), String> {
-        if let Some(count) = self.instance_group.count {
-            if count == 0 || count > MAX_INSTANCES {
-                return Err(format!("instance_group.count must be between 1 and {MAX_INSTANCES}, not {count}"));
-            }
+        if let Some(count) = self.instance_group.count
+            && (count == 0 || count > MAX_INSTANCES)
+        {
+            return Err(format!(
+                "instance_group.count must be between 1 and {MAX_INSTANCES}, not {count}"
+            ));
         }
-        if let Some(threads) = self.instance_group.intra_op_threads {
-            if threads == 0 || threads > MAX_INTRA_OP_THREADS {
-                return Err(format!(
-                    "instance_group.intra_op_threads must be between 1 and {MAX_INTRA_OP_THREADS}, not {threads}"
-                ));
-            }
+        if let Some(threads) = self.instance_group.intra_op_threads
+            && (threads == 0 || threads > MAX_INTRA_OP_THREADS)
+        {
+            return Err(format!(
+                "instance_group.intra_op_threads must be between 1 and {MAX_INTRA_OP_THREADS}, not {threads}"
+            ));
         }
         if let Some(name) = &self.default_model_filename {
-            let plain = Path::new(name).file_name().is_some_and(|f| f == name.as_str());
+            let plain = Path::new(name)
+                .file_name()
+                .is_some_and(|f| f == name.as_str());
             if !plain || name.starts_with('.') {
-                return Err(format!("default_model_filename must be a plain file name, not '{name}'"));
+                return Err(format!(
+                    "default_model_filename must be a plain file name, not '{name}'"
+                ));
             }
         }
         Ok(())
     }
 
     pub fn model_filename(&self) -> &str {
-        self.default_model_filename.as_deref().unwrap_or("model.onnx")
+        self.default_model_filename
+            .as_deref()
+            .unwrap_or("model.onnx")
     }
 
     pub fn instance_count(&self) -> usize {
@@ -95,8 +105,14 @@ impl ModelConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default_threads = (cores / self.instance_count()).max(1);
         SessionSettings {
-            intra_op_threads: self.instance_group.intra_op_threads.unwrap_or(default_threads),
-            optimization: self.optimization.graph_optimization_level.unwrap_or(OptimizationLevel::All),
+            intra_op_threads: self
+                .instance_group
+                .intra_op_threads
+                .unwrap_or(default_threads),
+            optimization: self
+                .optimization
+                .graph_optimization_level
+                .unwrap_or(OptimizationLevel::All),
         }
     }
 }
@@ -146,10 +162,21 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(parse("[instance_group]\ncount = 0\n").unwrap_err().contains("instance_group.count"));
-        assert!(parse("[instance_group]\ncount = \"two\"\n").unwrap_err().contains("count"));
+        assert!(
+            parse("[instance_group]\ncount = 0\n")
+                .unwrap_err()
+                .contains("instance_group.count")
+        );
+        assert!(
+            parse("[instance_group]\ncount = \"two\"\n")
+                .unwrap_err()
+                .contains("count")
+        );
         let err = parse("[optimization]\ngraph_optimization_level = \"max\"\n").unwrap_err();
-        assert!(err.contains("graph_optimization_level") || err.contains("max"), "{err}");
+        assert!(
+            err.contains("graph_optimization_level") || err.contains("max"),
+            "{err}"
+        );
         let err = parse("default_model_filename = \"../x.onnx\"\n").unwrap_err();
         assert!(err.contains("default_model_filename"), "{err}");
     }

@@ -57,7 +57,14 @@ impl ServedModel {
         source: String,
         scheduler: Scheduler,
     ) -> ServedModel {
-        ServedModel { name, version, signature, config, source, scheduler }
+        ServedModel {
+            name,
+            version,
+            signature,
+            config,
+            source,
+            scheduler,
+        }
     }
 
     /// Validates `request`, queues it for an instance and waits for the
@@ -67,7 +74,11 @@ impl ServedModel {
         let validated = validate(&self.name, &self.signature, request)?;
         let (reply, answer) = oneshot::channel();
         let outputs = validated.outputs.clone();
-        self.scheduler.submit(Job { inputs: validated.inputs, outputs: validated.outputs, reply })?;
+        self.scheduler.submit(Job {
+            inputs: validated.inputs,
+            outputs: validated.outputs,
+            reply,
+        })?;
         let tensors = answer.await.map_err(|_| SubmitError::Closed)??;
         let outputs = outputs
             .into_iter()
@@ -86,7 +97,9 @@ impl ServedModel {
 pub enum ModelState {
     Ready(Arc<ServedModel>),
     /// The model could not be loaded; `reason` says why.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// What a lookup by name and version can find.
@@ -117,21 +130,29 @@ impl Registry {
 
     /// Whether every known model is serving.
     pub fn all_ready(&self) -> bool {
-        self.models.values().all(|s| matches!(s, ModelState::Ready(_)))
+        self.models
+            .values()
+            .all(|s| matches!(s, ModelState::Ready(_)))
     }
 
     /// Finds the model version a request names; no version means the served one.
-    pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<&Arc<ServedModel>, LookupError> {
+    pub fn resolve(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<&Arc<ServedModel>, LookupError> {
         let model = match self.models.get(name) {
             None => return Err(LookupError::UnknownModel(name.to_string())),
             Some(ModelState::Failed { .. }) => return Err(LookupError::NotReady(name.to_string())),
             Some(ModelState::Ready(model)) => model,
         };
         match version {
-            Some(v) if v.parse::<u64>().ok() != Some(model.version) => Err(LookupError::UnknownVersion {
-                name: name.to_string(),
-                version: v.to_string(),
-            }),
+            Some(v) if v.parse::<u64>().ok() != Some(model.version) => {
+                Err(LookupError::UnknownVersion {
+                    name: name.to_string(),
+                    version: v.to_string(),
+                })
+            }
             _ => Ok(model),
         }
     }

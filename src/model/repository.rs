@@ -63,7 +63,13 @@ pub fn load_bundled(settings: &LoadSettings) -> Registry {
     let mut registry = Registry::default();
     let config = ModelConfig::default();
     let source = ModelSource::Embedded(BUNDLED_MODEL);
-    let state = match start_model(BUNDLED_MODEL_NAME, BUNDLED_MODEL_VERSION, source, config, settings) {
+    let state = match start_model(
+        BUNDLED_MODEL_NAME,
+        BUNDLED_MODEL_VERSION,
+        source,
+        config,
+        settings,
+    ) {
         Ok(model) => {
             log_loaded(&model);
             ModelState::Ready(Arc::new(model))
@@ -86,7 +92,10 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
         if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        found.push(Found { name, dir: entry.path() });
+        found.push(Found {
+            name,
+            dir: entry.path(),
+        });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
@@ -95,15 +104,26 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
 fn load_model(found: &Found, settings: &LoadSettings) -> Result<ServedModel, String> {
     let config = ModelConfig::load(&found.dir)?;
     let (version, path) = latest_version(&found.dir, config.model_filename())?;
-    start_model(&found.name, version, ModelSource::File(path), config, settings)
+    start_model(
+        &found.name,
+        version,
+        ModelSource::File(path),
+        config,
+        settings,
+    )
 }
 
 /// The highest numeric version folder that holds `filename`.
 fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), String> {
-    let entries = std::fs::read_dir(model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
+    let entries =
+        std::fs::read_dir(model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let mut best: Option<(u64, PathBuf)> = None;
     for entry in entries.flatten() {
-        let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+        let Some(version) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
             continue;
         };
         let file = entry.path().join(filename);
@@ -112,7 +132,10 @@ fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), St
         }
     }
     best.ok_or_else(|| {
-        format!("{}: no numeric version folder holds a {filename}", model_dir.display())
+        format!(
+            "{}: no numeric version folder holds a {filename}",
+            model_dir.display()
+        )
     })
 }
 
@@ -134,7 +157,14 @@ fn start_model(
     let signature = instances[0].signature().clone();
     let scheduler = Scheduler::start(name, instances, settings.queue_size)
         .map_err(|e| format!("cannot start instance threads: {e}"))?;
-    Ok(ServedModel::new(name.to_string(), version, signature, config, source.describe(), scheduler))
+    Ok(ServedModel::new(
+        name.to_string(),
+        version,
+        signature,
+        config,
+        source.describe(),
+        scheduler,
+    ))
 }
 
 fn log_loaded(model: &ServedModel) {

@@ -26,7 +26,9 @@ pub fn test_repository() -> PathBuf {
 
 /// A reference file written by `tests/fixtures/make_references.py`.
 pub fn reference(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -61,10 +63,19 @@ impl TestServer {
         }));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !state.is_loaded() {
-            assert!(tokio::time::Instant::now() < deadline, "models did not load within 30 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "models did not load within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        TestServer { base, client: reqwest::Client::new(), state, shutdown: Some(tx), task: Some(task) }
+        TestServer {
+            base,
+            client: reqwest::Client::new(),
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -77,15 +88,27 @@ impl TestServer {
 
     /// POSTs `body` as JSON and returns the status and the decoded answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, value)
     }
 
     /// POSTs raw bytes with the given content type.
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let mut request = self.client.post(self.url(path)).body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
@@ -93,7 +116,8 @@ impl TestServer {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, value)
     }
 
@@ -114,7 +138,9 @@ impl Drop for TestServer {
 
 /// The error message of a JSON error body.
 pub fn error_of(body: &Value) -> &str {
-    body["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
 }
 
 /// Asserts two float sequences agree within `tolerance`, element by element.
@@ -126,5 +152,10 @@ pub fn assert_close(got: &[f64], want: &[f64], tolerance: f64) {
 }
 
 pub fn floats(value: &Value) -> Vec<f64> {
-    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect()
 }

@@ -1,0 +1,273 @@
+//! The `inferd` binary as an operator runs it: start-up errors, and shutdown
+//! on SIGTERM while requests are in flight.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{copy_model, temp_dir};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_inferd");
+
+/// Starts `inferd serve` on a free port and returns it with its address,
+/// read from the JSON start-up log; the rest of stderr goes to a thread that
+/// collects it.
+fn spawn_server(args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("inferd starts");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut lines = stderr.lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let parsed: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        let _ = tx.send(line);
+        if parsed["message"] == "http endpoint listening" {
+            addr = parsed["addr"].as_str().map(str::to_string);
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (
+        child,
+        format!("http://{}", addr.expect("the server logs its address")),
+        rx,
+    )
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/v2/health/ready")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server not ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("inferd did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn slow_repository(label: &str) -> std::path::PathBuf {
+    let repo = temp_dir(label);
+    copy_model(&repo, "slow", "slow");
+    std::fs::write(
+        repo.join("slow/config.toml"),
+        "[instance_group]\ncount = 1\nintra_op_threads = 1\n",
+    )
+    .unwrap();
+    repo
+}
+
+#[test]
+fn missing_onnx_runtime_names_every_place_tried() {
+    let output = Command::new(BIN)
+        .args(["serve", "--http-port", "0"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot load the ONNX Runtime 1.31.1 library"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ORT_DYLIB_PATH: /nonexistent/libonnxruntime.so.1.31.1 does not exist"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("scripts/setup.sh"), "{stderr}");
+
+    // A file that exists but is no library is reported as failing to load.
+    let output = Command::new(BIN)
+        .args(["serve", "--http-port", "0"])
+        .env(
+            "ORT_DYLIB_PATH",
+            env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed to load"));
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--model-repository",
+        "--host",
+        "--http-port",
+        "--max-request-bytes",
+        "--max-queue-size",
+        "--strict-readiness",
+        "--exit-timeout-secs",
+        "--risk-model",
+        "--log-format",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        let env = format!(
+            "INFERD_{}",
+            flag.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        );
+        assert!(help.contains(&env), "{env} missing from:\n{help}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_refuses_new_ones() {
+    let repo = slow_repository("drain");
+    let (mut child, base, logs) = spawn_server(&["--model-repository", repo.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    // Thirty requests at 30-50 ms each on one instance: a second or more of work,
+    // all of it queued or running when the signal arrives.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            // One client per request: each request its own connection.
+            let client = reqwest::Client::new();
+            let x = i as f64 + 1.0;
+            let body = json!({"id": format!("r{i}"), "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [x]}]});
+            let response = client.post(format!("{base}/v2/models/slow/infer")).json(&body).send().await;
+            (i, x, response)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    terminate(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The listener is closed: a new connection is refused.
+    let late = reqwest::Client::new()
+        .get(format!("{base}/v2/health/live"))
+        .send()
+        .await;
+    assert!(
+        late.is_err(),
+        "a new connection was accepted during the drain"
+    );
+
+    for task in tasks {
+        let (i, x, response) = task.await.unwrap();
+        let response = response.unwrap_or_else(|e| panic!("request {i} was lost: {e}"));
+        assert_eq!(response.status(), 200, "request {i}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["id"], format!("r{i}"), "answered to the wrong request");
+        // The model's float32 reduction over a million terms is not exact.
+        let y = body["outputs"][0]["data"][0].as_f64().unwrap();
+        assert!(
+            (y - x * x).abs() <= 0.01 * x * x,
+            "request {i}: {y} is not {x} squared"
+        );
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status}");
+    let logs: Vec<String> = logs.try_iter().collect();
+    assert!(logs.iter().any(|l| l.contains("SIGTERM")), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l.contains("shutdown complete")),
+        "{logs:?}"
+    );
+    std::fs::remove_dir_all(repo).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_is_bounded_by_the_exit_timeout() {
+    let repo = slow_repository("bounded");
+    let (mut child, base, logs) = spawn_server(&[
+        "--model-repository",
+        repo.to_str().unwrap(),
+        "--exit-timeout-secs",
+        "1",
+    ]);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    // About five seconds of queued work against a one-second exit timeout.
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [2.0]}]});
+            reqwest::Client::new().post(format!("{base}/v2/models/slow/infer")).json(&body).send().await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    terminate(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(4),
+        "drain took {took:?} with a 1 s exit timeout"
+    );
+
+    let mut answered = 0;
+    for task in tasks {
+        if let Ok(response) = task.await.unwrap()
+            && response.status() == 200
+        {
+            answered += 1;
+        }
+    }
+    assert!(answered < 100, "the drain was not cut short");
+    let logs: Vec<String> = logs.try_iter().collect();
+    assert!(
+        logs.iter().any(|l| l.contains("exit timeout reached")),
+        "{logs:?}"
+    );
+    std::fs::remove_dir_all(repo).unwrap();
+}
