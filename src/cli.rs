@@ -59,6 +59,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MAX_QUEUE_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queue_size: u32,
 
+    /// Deadline for requests that carry no `timeout` parameter, in
+    /// microseconds; 0 means none. A model's config.toml may set its own.
+    #[arg(long, env = "INFERD_DEFAULT_TIMEOUT_MICROSECONDS", default_value_t = 0)]
+    pub default_timeout_microseconds: u64,
+
     /// Ready only once every model in the repository has loaded (true), or as
     /// soon as the server is up (false).
     #[arg(long, env = "INFERD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -104,6 +109,8 @@ impl ServeArgs {
             },
             load: LoadSettings {
                 queue_size: self.max_queue_size as usize,
+                default_timeout: (self.default_timeout_microseconds > 0)
+                    .then(|| Duration::from_micros(self.default_timeout_microseconds)),
             },
             exit_timeout: Duration::from_secs(self.exit_timeout_secs),
         }
@@ -115,9 +122,6 @@ impl ServerConfig {
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
         let cli = Cli::parse_from(["inferd", "serve", "--host", "127.0.0.1", "--http-port", "0"]);
         let Command::Serve(args) = cli.command;
-        ServerConfig {
-            model_repository,
-            ..args.to_config()
-        }
+        ServerConfig { model_repository, ..args.to_config() }
     }
 }

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The server or model cannot take the request now; retrying may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The request's deadline passed before it was computed.
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error; quote request id {request_id} when reporting it")]
     Internal { request_id: String },
 }
@@ -36,9 +39,7 @@ impl ApiError {
     /// Logs `cause` once with the request id and returns the masked error.
     pub fn internal(request_id: &str, cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(request_id, cause = %cause, "internal error");
-        ApiError::Internal {
-            request_id: request_id.to_string(),
-        }
+        ApiError::Internal { request_id: request_id.to_string() }
     }
 
     /// Maps an error of the inference path; `request_id` is for internal ones.
@@ -51,6 +52,7 @@ impl ApiError {
             InferError::Submit(SubmitError::Closed) => {
                 ApiError::Unavailable("the model is shutting down".to_string())
             }
+            InferError::Expired(_) => ApiError::Timeout(error.to_string()),
             InferError::Engine(e) => ApiError::internal(request_id, &e),
         }
     }
@@ -63,6 +65,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,15 +90,10 @@ impl IntoResponse for ApiError {
         if status.is_client_error() {
             tracing::debug!(status = status.as_u16(), "request refused");
         }
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut response =
+            (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

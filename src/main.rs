@@ -11,10 +11,7 @@ fn main() -> std::process::ExitCode {
         eprintln!("inferd: {e:#}");
         return std::process::ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("inferd: cannot start the async runtime: {e}");

@@ -1,22 +1,41 @@
-//! The per-model queue and the instance threads that drain it.
+//! The per-model queue, the dynamic batcher, and the instance threads.
 //!
 //! Every served model version owns one bounded queue. Each of its instances is
 //! a dedicated OS thread that owns its session and blocks on the queue; async
 //! handlers only ever `try_send` into it, so a full queue is an immediate
 //! answer rather than a wait, and the engine never runs on the reactor.
-//! Answers travel back on a oneshot channel per request.
 //!
-//! Requests run one per engine call: gathering concurrent requests into one
-//! batched call is not done yet, so under load each request pays the engine's
-//! fixed per-call cost.
+//! Batching: a free instance takes the oldest queued request at once and,
+//! without waiting, every further queued request that fits (same dimensions
+//! past the first, rows within `max_batch_size`); so an idle server adds no
+//! delay, and a busy one gathers what accumulated while its instances were
+//! busy. Only when `max_queue_delay` is set does an instance wait, bounded by
+//! the oldest request's enqueue time plus that delay, for a fuller batch.
+//! A request that does not fit is held by that instance and starts its next
+//! batch, so no request is reordered behind later ones of the same kind.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{EngineError, Instance};
+use crate::engine::{BatchItem, EngineError, Instance};
 use crate::tensor::Tensor;
+
+/// How an instance forms batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// Most rows in one engine call; 0 runs every request on its own.
+    pub max_batch_size: usize,
+    /// Longest the oldest request waits for a fuller batch; zero never waits.
+    pub max_queue_delay: Duration,
+    /// Row counts at which a batch runs without waiting further.
+    pub preferred_batch_sizes: Vec<usize>,
+    /// Requests the queue holds before new ones are refused.
+    pub queue_size: usize,
+}
 
 /// One validated request on its way to an instance.
 pub struct Job {
@@ -24,7 +43,33 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     /// Indices of the outputs to return, in the order the client asked.
     pub outputs: Vec<usize>,
-    pub reply: oneshot::Sender<Result<Vec<Tensor>, EngineError>>,
+    /// Rows along the batch dimension (1 for models that do not batch).
+    pub rows: usize,
+    pub enqueued: Instant,
+    /// Past this instant the job is answered `Expired` and never computed.
+    pub deadline: Option<Instant>,
+    pub reply: oneshot::Sender<Result<Answer, JobError>>,
+}
+
+/// What an instance hands back for one job.
+#[derive(Debug)]
+pub struct Answer {
+    /// The outputs asked for, in the order asked.
+    pub outputs: Vec<Tensor>,
+    /// From entering the queue to the engine call that computed it.
+    pub queue_time: Duration,
+    /// The engine call, including building the batch and splitting outputs.
+    pub compute_time: Duration,
+    /// Rows in that engine call, all requests together.
+    pub batch_rows: usize,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    #[error("the request's deadline passed while it was queued")]
+    Expired,
+    #[error(transparent)]
+    Engine(#[from] Arc<EngineError>),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,28 +84,27 @@ pub struct Scheduler {
     /// `None` only while dropping: closing the queue is what stops the threads.
     queue: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    policy: Arc<BatchPolicy>,
 }
 
 impl Scheduler {
-    /// Starts one thread per instance, all draining a queue of `queue_size`.
+    /// Starts one thread per instance, all draining one queue.
     pub fn start(
         model: &str,
         instances: Vec<Instance>,
-        queue_size: usize,
+        policy: BatchPolicy,
     ) -> std::io::Result<Scheduler> {
-        let (tx, rx) = crossbeam_channel::bounded(queue_size);
+        let (tx, rx) = crossbeam_channel::bounded(policy.queue_size);
+        let policy = Arc::new(policy);
         let mut workers = Vec::with_capacity(instances.len());
         for (i, instance) in instances.into_iter().enumerate() {
-            let rx = rx.clone();
+            let (rx, policy) = (rx.clone(), Arc::clone(&policy));
             let handle = std::thread::Builder::new()
                 .name(format!("inferd-{model}-{i}"))
-                .spawn(move || serve_queue(instance, rx))?;
+                .spawn(move || Worker::new(instance, rx, policy).run())?;
             workers.push(handle);
         }
-        Ok(Scheduler {
-            queue: Some(tx),
-            workers,
-        })
+        Ok(Scheduler { queue: Some(tx), workers, policy })
     }
 
     /// Hands `job` to the queue without waiting.
@@ -75,6 +119,10 @@ impl Scheduler {
     /// Requests waiting for an instance.
     pub fn queued(&self) -> usize {
         self.queue.as_ref().map_or(0, Sender::len)
+    }
+
+    pub fn policy(&self) -> &BatchPolicy {
+        &self.policy
     }
 }
 
@@ -91,15 +139,145 @@ impl Drop for Scheduler {
     }
 }
 
-/// An instance thread's whole life: take the next job, skip it if its client
-/// has gone, run it, answer.
-fn serve_queue(mut instance: Instance, queue: Receiver<Job>) {
-    while let Ok(job) = queue.recv() {
-        if job.reply.is_closed() {
-            continue;
-        }
-        let result = instance.run(&job.inputs, &job.outputs);
-        // The client may have gone while the engine ran; nobody is left to tell.
-        let _ = job.reply.send(result);
+/// One instance thread: its session, its queue end, and its current batch.
+struct Worker {
+    instance: Instance,
+    queue: Receiver<Job>,
+    policy: Arc<BatchPolicy>,
+    batch: Vec<Job>,
+    /// A job taken from the queue that did not fit the last batch.
+    held: Option<Job>,
+}
+
+impl Worker {
+    fn new(instance: Instance, queue: Receiver<Job>, policy: Arc<BatchPolicy>) -> Worker {
+        let batch = Vec::with_capacity(policy.max_batch_size.max(1));
+        Worker { instance, queue, policy, batch, held: None }
     }
+
+    fn run(mut self) {
+        loop {
+            let first = match self.held.take() {
+                Some(job) => job,
+                None => match self.queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
+            };
+            let Some(first) = admit(first) else { continue };
+            let mut rows = first.rows;
+            self.batch.push(first);
+            if self.policy.max_batch_size > 0 {
+                self.gather(&mut rows);
+            }
+            self.execute(rows);
+            self.batch.clear();
+        }
+    }
+
+    /// Adds queued jobs to the batch until it is full, the queue is empty
+    /// (and waiting is not called for), or a job does not fit.
+    fn gather(&mut self, rows: &mut usize) {
+        let policy = &*self.policy;
+        let wait_until = self.batch[0].enqueued + policy.max_queue_delay;
+        while *rows < policy.max_batch_size {
+            let next = match self.queue.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => {
+                    let satisfied = policy.preferred_batch_sizes.contains(rows);
+                    if policy.max_queue_delay.is_zero() || satisfied {
+                        return;
+                    }
+                    match self.queue.recv_deadline(wait_until) {
+                        Ok(job) => job,
+                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            };
+            let Some(job) = admit(next) else { continue };
+            if *rows + job.rows <= policy.max_batch_size && same_item_shape(&self.batch[0], &job) {
+                *rows += job.rows;
+                self.batch.push(job);
+            } else {
+                self.held = Some(job);
+                return;
+            }
+        }
+    }
+
+    /// Runs the batch and answers every job in it. When a batch of several
+    /// requests fails, each is retried alone, so that one request the engine
+    /// rejects does not fail the others.
+    fn execute(&mut self, rows: usize) {
+        let started = Instant::now();
+        let result = run_jobs(&mut self.instance, &self.batch);
+        let compute_time = started.elapsed();
+        match result {
+            Ok(outputs) => {
+                for (job, outputs) in self.batch.drain(..).zip(outputs) {
+                    let queue_time = started.saturating_duration_since(job.enqueued);
+                    let answer = Answer { outputs, queue_time, compute_time, batch_rows: rows };
+                    // The client may have gone while the engine ran; nobody is left to tell.
+                    let _ = job.reply.send(Ok(answer));
+                }
+            }
+            Err(error) if self.batch.len() == 1 => {
+                let job = self.batch.pop().expect("one job");
+                let _ = job.reply.send(Err(JobError::Engine(Arc::new(error))));
+            }
+            Err(_) => {
+                let jobs: Vec<Job> = self.batch.drain(..).collect();
+                for job in jobs {
+                    let job_rows = job.rows;
+                    self.batch.push(job);
+                    self.execute(job_rows);
+                }
+            }
+        }
+    }
+}
+
+/// Returns the job if it should run: a job whose client has gone is dropped,
+/// one past its deadline is answered `Expired`; neither is computed.
+fn admit(job: Job) -> Option<Job> {
+    if job.reply.is_closed() {
+        return None;
+    }
+    if job.deadline.is_some_and(|d| Instant::now() >= d) {
+        let _ = job.reply.send(Err(JobError::Expired));
+        return None;
+    }
+    Some(job)
+}
+
+/// Two jobs can share a batch when every input agrees past the first dimension.
+fn same_item_shape(a: &Job, b: &Job) -> bool {
+    a.inputs.iter().zip(&b.inputs).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+}
+
+/// One engine call for `jobs`; each job's requested outputs, in its order.
+fn run_jobs(instance: &mut Instance, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>, EngineError> {
+    let items: Vec<BatchItem<'_>> =
+        jobs.iter().map(|j| BatchItem { inputs: &j.inputs, rows: j.rows }).collect();
+    let mut slots: Vec<Vec<Option<Tensor>>> =
+        jobs.iter().map(|j| vec![None; j.outputs.len()]).collect();
+    instance.run_batch(&items, |item, output, tensor| {
+        if let Some(pos) = jobs[item].outputs.iter().position(|&o| o == output) {
+            slots[item][pos] = Some(tensor);
+        }
+    })?;
+    slots
+        .into_iter()
+        .map(|outputs| {
+            outputs
+                .into_iter()
+                .map(|t| {
+                    t.ok_or_else(|| {
+                        EngineError::Run("an output was missing from the run".to_string())
+                    })
+                })
+                .collect()
+        })
+        .collect()
 }

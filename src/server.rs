@@ -40,17 +40,11 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
         let state = Arc::new(AppState::new(config.http.clone()));
-        Ok(Server {
-            listener,
-            state,
-            config,
-        })
+        Ok(Server { listener, state, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -62,11 +56,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server {
-            listener,
-            state,
-            config,
-        } = self;
+        let Server { listener, state, config } = self;
         tracing::info!(addr = %listener.local_addr()?, "http endpoint listening");
 
         let loader = {

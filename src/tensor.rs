@@ -132,6 +132,24 @@ macro_rules! define_tensor_data {
                 self.len() == 0
             }
 
+            pub fn clear(&mut self) {
+                match self {
+                    $(TensorData::$variant(v) => v.clear(),)*
+                }
+            }
+
+            /// Appends `other`'s elements; `false` (and nothing appended) when
+            /// the element types differ.
+            pub fn extend_from(&mut self, other: &TensorData) -> bool {
+                match (self, other) {
+                    $((TensorData::$variant(a), TensorData::$variant(b)) => {
+                        a.extend_from_slice(b);
+                        true
+                    })*
+                    _ => false,
+                }
+            }
+
             /// An empty buffer of `datatype` with room for `capacity` elements,
             /// or `None` when the type has no buffer representation.
             pub fn with_capacity(datatype: DataType, capacity: usize) -> Option<TensorData> {
@@ -199,13 +217,20 @@ mod tests {
     }
 
     #[test]
+    fn extend_from_appends_only_matching_types() {
+        let mut a = TensorData::Int32(vec![1, 2]);
+        assert!(a.extend_from(&TensorData::Int32(vec![3])));
+        assert_eq!(a, TensorData::Int32(vec![1, 2, 3]));
+        assert!(!a.extend_from(&TensorData::Int64(vec![4])));
+        assert_eq!(a.len(), 3);
+        a.clear();
+        assert!(a.is_empty());
+    }
+
+    #[test]
     fn buffers_exist_only_for_json_capable_types() {
         for t in DataType::ALL {
-            assert_eq!(
-                TensorData::with_capacity(t, 0).is_some(),
-                t.json_capable(),
-                "{t}"
-            );
+            assert_eq!(TensorData::with_capacity(t, 0).is_some(), t.json_capable(), "{t}");
         }
     }
 }

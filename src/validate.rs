@@ -17,6 +17,9 @@ pub struct InferRequest {
     pub inputs: Vec<NamedTensor>,
     /// The outputs asked for, by name; empty means every output.
     pub outputs: Vec<String>,
+    /// The request's own deadline (Triton's `timeout` parameter), counted
+    /// from when it is queued.
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,10 +77,7 @@ pub fn validate(
         }
         check_shape(&spec.name, &tensor.shape, &spec.shape)?;
         let expected = element_count(&tensor.shape).ok_or_else(|| {
-            ValidationError(format!(
-                "input '{}' has a shape too large to hold",
-                spec.name
-            ))
+            ValidationError(format!("input '{}' has a shape too large to hold", spec.name))
         })?;
         if expected != tensor.data.len() {
             return fail(format!(
@@ -136,13 +136,27 @@ pub fn validate(
     Ok(Validated { inputs, outputs })
 }
 
+/// Rows of a request to a model that batches: the first dimension, which
+/// every input must share, at most `max_batch_size`.
+pub fn batch_rows(validated: &Validated, max_batch_size: usize) -> Result<usize, ValidationError> {
+    let first = |t: &Tensor| t.shape.first().copied().unwrap_or(1);
+    let rows = validated.inputs.first().map_or(1, first);
+    if validated.inputs.iter().any(|t| first(t) != rows) {
+        return fail("every input must have the same first (batch) dimension".to_string());
+    }
+    if rows as usize > max_batch_size {
+        return fail(format!(
+            "a batch of {rows} rows exceeds the model's max_batch_size of {max_batch_size}"
+        ));
+    }
+    Ok(rows as usize)
+}
+
 /// A request's shape fits a model's when the ranks agree, every dimension is
 /// at least 1, and fixed dimensions match exactly.
 fn check_shape(name: &str, shape: &[i64], model_shape: &[i64]) -> Result<(), ValidationError> {
     if let Some(d) = shape.iter().find(|&&d| d < 0) {
-        return fail(format!(
-            "input '{name}' has a negative dimension ({d}) in shape {shape:?}"
-        ));
+        return fail(format!("input '{name}' has a negative dimension ({d}) in shape {shape:?}"));
     }
     if shape.contains(&0) {
         return fail(format!(
@@ -150,10 +164,7 @@ fn check_shape(name: &str, shape: &[i64], model_shape: &[i64]) -> Result<(), Val
         ));
     }
     let fits = shape.len() == model_shape.len()
-        && shape
-            .iter()
-            .zip(model_shape)
-            .all(|(&d, &m)| m == -1 || d == m);
+        && shape.iter().zip(model_shape).all(|(&d, &m)| m == -1 || d == m);
     if !fits {
         return fail(format!(
             "input '{name}' has shape {shape:?} but the model expects {model_shape:?} (-1 is any size)"
@@ -163,10 +174,7 @@ fn check_shape(name: &str, shape: &[i64], model_shape: &[i64]) -> Result<(), Val
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    names
-        .map(|n| format!("'{n}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -179,10 +187,7 @@ mod tests {
         let spec = |name: &str, datatype, shape: Vec<i64>| TensorSpec {
             name: name.into(),
             datatype,
-            symbols: shape
-                .iter()
-                .map(|&d| (d == -1).then(|| "batch".to_string()))
-                .collect(),
+            symbols: shape.iter().map(|&d| (d == -1).then(|| "batch".to_string())).collect(),
             shape,
         };
         Signature {
@@ -198,10 +203,7 @@ mod tests {
     }
 
     fn input(name: &str, shape: Vec<i64>, data: TensorData) -> NamedTensor {
-        NamedTensor {
-            name: name.into(),
-            tensor: Tensor { shape, data },
-        }
+        NamedTensor { name: name.into(), tensor: Tensor { shape, data } }
     }
 
     fn request(inputs: Vec<NamedTensor>, outputs: &[&str]) -> InferRequest {
@@ -209,6 +211,7 @@ mod tests {
             id: None,
             inputs,
             outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            timeout: None,
         }
     }
 
@@ -237,10 +240,7 @@ mod tests {
     fn names_missing_unknown_and_duplicate_inputs() {
         let mut inputs = good_inputs();
         inputs.pop();
-        assert_eq!(
-            error(request(inputs, &[])),
-            "missing input 'x' of model 'm'"
-        );
+        assert_eq!(error(request(inputs, &[])), "missing input 'x' of model 'm'");
 
         let mut inputs = good_inputs();
         inputs.push(input("z", vec![1], TensorData::Fp32(vec![0.0])));
@@ -283,10 +283,7 @@ mod tests {
         let mut inputs = good_inputs();
         inputs[1] = input("x", vec![3, 3], TensorData::Fp32(vec![0.0; 9]));
         let e = error(request(inputs, &[]));
-        assert!(
-            e.contains("dimension 'batch' is 3 in input 'x' but 2 in input 'ids'"),
-            "{e}"
-        );
+        assert!(e.contains("dimension 'batch' is 3 in input 'x' but 2 in input 'ids'"), "{e}");
     }
 
     #[test]

@@ -24,17 +24,12 @@ async fn refused(server: &TestServer, path: &str, body: &Value, status: u16, nee
     let (got, answer) = server.post_json(path, body).await;
     assert_eq!(got, status, "{answer}");
     let message = error_of(&answer);
-    assert!(
-        message.contains(needle),
-        "message {message:?} lacks {needle:?}"
-    );
+    assert!(message.contains(needle), "message {message:?} lacks {needle:?}");
     still_serving(server).await;
 }
 
 async fn still_serving(server: &TestServer) {
-    let (status, answer) = server
-        .post_json("/v2/models/two_io/infer", &two_io_request())
-        .await;
+    let (status, answer) = server.post_json("/v2/models/two_io/infer", &two_io_request()).await;
     assert_eq!(status, 200, "server stopped serving: {answer}");
 }
 
@@ -46,11 +41,7 @@ async fn server() -> TestServer {
 async fn malformed_json_v2() {
     let s = server().await;
     let (status, answer) = s
-        .post_raw(
-            "/v2/models/two_io/infer",
-            Some("application/json"),
-            b"{\"inputs\": [".to_vec(),
-        )
+        .post_raw("/v2/models/two_io/infer", Some("application/json"), b"{\"inputs\": [".to_vec())
         .await;
     assert_eq!(status, 400);
     assert!(error_of(&answer).starts_with("malformed JSON"), "{answer}");
@@ -60,13 +51,8 @@ async fn malformed_json_v2() {
 #[tokio::test]
 async fn malformed_json_risk() {
     let s = TestServer::start(None).await;
-    let (status, answer) = s
-        .post_raw(
-            "/predict/risk",
-            Some("application/json"),
-            b"not json".to_vec(),
-        )
-        .await;
+    let (status, answer) =
+        s.post_raw("/predict/risk", Some("application/json"), b"not json".to_vec()).await;
     assert_eq!(status, 400);
     assert!(error_of(&answer).starts_with("malformed JSON"), "{answer}");
     assert_eq!(s.post_json("/predict/risk", &risk_request()).await.0, 200);
@@ -76,21 +62,12 @@ async fn malformed_json_risk() {
 async fn wrong_content_type() {
     let s = server().await;
     let body = serde_json::to_vec(&two_io_request()).unwrap();
-    let (status, answer) = s
-        .post_raw("/v2/models/two_io/infer", Some("text/plain"), body.clone())
-        .await;
+    let (status, answer) =
+        s.post_raw("/v2/models/two_io/infer", Some("text/plain"), body.clone()).await;
     assert_eq!(status, 415);
-    assert!(
-        error_of(&answer).contains("content type 'text/plain' is not accepted"),
-        "{answer}"
-    );
-    let (status, _) = s
-        .post_raw(
-            "/predict/risk",
-            Some("application/x-www-form-urlencoded"),
-            body.clone(),
-        )
-        .await;
+    assert!(error_of(&answer).contains("content type 'text/plain' is not accepted"), "{answer}");
+    let (status, _) =
+        s.post_raw("/predict/risk", Some("application/x-www-form-urlencoded"), body.clone()).await;
     assert_eq!(status, 415);
     // No content type at all is read as JSON, as Triton's clients send it.
     let (status, answer) = s.post_raw("/v2/models/two_io/infer", None, body).await;
@@ -100,14 +77,7 @@ async fn wrong_content_type() {
 #[tokio::test]
 async fn unknown_model() {
     let s = server().await;
-    refused(
-        &s,
-        "/v2/models/nope/infer",
-        &two_io_request(),
-        404,
-        "unknown model 'nope'",
-    )
-    .await;
+    refused(&s, "/v2/models/nope/infer", &two_io_request(), 404, "unknown model 'nope'").await;
     let meta = s.get("/v2/models/nope").await;
     assert_eq!(meta.status(), 404);
 }
@@ -115,14 +85,8 @@ async fn unknown_model() {
 #[tokio::test]
 async fn unknown_version() {
     let s = server().await;
-    refused(
-        &s,
-        "/v2/models/two_io/versions/7/infer",
-        &two_io_request(),
-        404,
-        "has no version '7'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/versions/7/infer", &two_io_request(), 404, "has no version '7'")
+        .await;
     refused(
         &s,
         "/v2/models/two_io/versions/latest/infer",
@@ -151,14 +115,7 @@ async fn missing_input() {
     let s = server().await;
     let mut body = two_io_request();
     body["inputs"].as_array_mut().unwrap().pop();
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "missing input 'ids'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "missing input 'ids'").await;
 }
 
 #[tokio::test]
@@ -169,14 +126,7 @@ async fn extra_input() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "z", "datatype": "FP32", "shape": [1], "data": [0]}));
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "has no input 'z'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "has no input 'z'").await;
 }
 
 #[tokio::test]
@@ -184,14 +134,7 @@ async fn unknown_output() {
     let s = server().await;
     let mut body = two_io_request();
     body["outputs"] = json!([{"name": "w"}]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "has no output 'w'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "has no output 'w'").await;
 }
 
 #[tokio::test]
@@ -214,14 +157,7 @@ async fn unknown_datatype_name() {
     let s = server().await;
     let mut body = two_io_request();
     body["inputs"][0]["datatype"] = json!("FLOAT32");
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "unknown datatype 'FLOAT32'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "unknown datatype 'FLOAT32'").await;
 }
 
 #[tokio::test]
@@ -229,14 +165,7 @@ async fn element_count_does_not_match_shape() {
     let s = server().await;
     let mut body = two_io_request();
     body["inputs"][0]["data"] = json!([1, 2]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "holds 3 elements, but 2 were given",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "holds 3 elements, but 2 were given").await;
 }
 
 #[tokio::test]
@@ -253,14 +182,7 @@ async fn batch_sizes_of_inputs_disagree() {
     let mut body = two_io_request();
     body["inputs"][1]["shape"] = json!([2, 2]);
     body["inputs"][1]["data"] = json!([1, 2, 3, 4]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "dimension 'batch' is",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "dimension 'batch' is").await;
 }
 
 #[tokio::test]
@@ -268,14 +190,7 @@ async fn negative_dimension() {
     let s = server().await;
     let mut body = two_io_request();
     body["inputs"][0]["shape"] = json!([-1, 3]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "negative dimension",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "negative dimension").await;
 }
 
 #[tokio::test]
@@ -312,34 +227,13 @@ async fn value_out_of_range_for_the_type() {
     .await;
     let body =
         json!({"inputs": [{"name": "input", "datatype": "INT8", "shape": [1, 1], "data": [-129]}]});
-    refused(
-        &s,
-        "/v2/models/identity_int8/infer",
-        &body,
-        400,
-        "out of range for INT8",
-    )
-    .await;
+    refused(&s, "/v2/models/identity_int8/infer", &body, 400, "out of range for INT8").await;
     let body =
         json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1], "data": [1e39]}]});
-    refused(
-        &s,
-        "/v2/models/identity_fp32/infer",
-        &body,
-        400,
-        "out of range for FP32",
-    )
-    .await;
+    refused(&s, "/v2/models/identity_fp32/infer", &body, 400, "out of range for FP32").await;
     let body =
         json!({"inputs": [{"name": "input", "datatype": "INT32", "shape": [1, 1], "data": [1.5]}]});
-    refused(
-        &s,
-        "/v2/models/identity_int32/infer",
-        &body,
-        400,
-        "not a whole number",
-    )
-    .await;
+    refused(&s, "/v2/models/identity_int32/infer", &body, 400, "not a whole number").await;
 }
 
 #[tokio::test]
@@ -356,14 +250,7 @@ async fn value_of_the_wrong_kind() {
     )
     .await;
     body["inputs"][0]["data"] = json!([1, null, 3]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "element 1 is null",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "element 1 is null").await;
 }
 
 #[tokio::test]
@@ -371,33 +258,12 @@ async fn missing_data_and_unknown_fields() {
     let s = server().await;
     let mut body = two_io_request();
     body["inputs"][0].as_object_mut().unwrap().remove("data");
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "input 'x' has no 'data'",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "input 'x' has no 'data'").await;
     let mut body = two_io_request();
     body["input"] = json!([]);
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "unknown field `input`",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "unknown field `input`").await;
     let body = json!({"id": "x"});
-    refused(
-        &s,
-        "/v2/models/two_io/infer",
-        &body,
-        400,
-        "missing field `inputs`",
-    )
-    .await;
+    refused(&s, "/v2/models/two_io/infer", &body, 400, "missing field `inputs`").await;
 }
 
 #[tokio::test]
@@ -409,16 +275,9 @@ async fn body_over_the_size_limit() {
     body["padding_is_not_a_field"] = json!("x".repeat(2000));
     let (status, answer) = s.post_json("/v2/models/two_io/infer", &body).await;
     assert_eq!(status, 413);
-    assert!(
-        error_of(&answer).contains("larger than the limit of 1024 bytes"),
-        "{answer}"
-    );
-    let (status, _) = s
-        .post_json(
-            "/predict/risk",
-            &json!({"subjectId": "x".repeat(2000), "features": []}),
-        )
-        .await;
+    assert!(error_of(&answer).contains("larger than the limit of 1024 bytes"), "{answer}");
+    let (status, _) =
+        s.post_json("/predict/risk", &json!({"subjectId": "x".repeat(2000), "features": []})).await;
     assert_eq!(status, 413);
     still_serving(&s).await;
 }
@@ -430,10 +289,7 @@ async fn features_not_exactly_ten() {
     body["features"].as_array_mut().unwrap().pop();
     let (status, answer) = s.post_json("/predict/risk", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        error_of(&answer).contains("exactly 10 numbers, not 9"),
-        "{answer}"
-    );
+    assert!(error_of(&answer).contains("exactly 10 numbers, not 9"), "{answer}");
     body["features"] = json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let (status, answer) = s.post_json("/predict/risk", &body).await;
     assert_eq!(status, 400);
@@ -446,37 +302,18 @@ async fn features_not_exactly_ten() {
 async fn features_not_finite_numbers() {
     let s = TestServer::start(None).await;
     let cases = [
-        (
-            json!([1, 2, 3, 4, 5, 6, 7, 8, 9, "10"]),
-            "element 9 is a string, expected a number",
-        ),
-        (
-            json!([1, 2, 3, 4, 5, 6, 7, 8, 9, null]),
-            "element 9 is null",
-        ),
-        (
-            json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 1e39]),
-            "element 9 is out of range for FP32",
-        ),
-        (
-            json!([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]),
-            "nested deeper than 1",
-        ),
+        (json!([1, 2, 3, 4, 5, 6, 7, 8, 9, "10"]), "element 9 is a string, expected a number"),
+        (json!([1, 2, 3, 4, 5, 6, 7, 8, 9, null]), "element 9 is null"),
+        (json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 1e39]), "element 9 is out of range for FP32"),
+        (json!([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]), "nested deeper than 1"),
         (json!("1,2,3"), "element 0 is a string"),
         (json!({"age": 59}), "an object"),
     ];
     for (features, needle) in cases {
-        let (status, answer) = s
-            .post_json(
-                "/predict/risk",
-                &json!({"subjectId": "S-1", "features": features}),
-            )
-            .await;
+        let (status, answer) =
+            s.post_json("/predict/risk", &json!({"subjectId": "S-1", "features": features})).await;
         assert_eq!(status, 400, "{answer}");
-        assert!(
-            error_of(&answer).contains(needle),
-            "{answer} lacks {needle}"
-        );
+        assert!(error_of(&answer).contains(needle), "{answer} lacks {needle}");
     }
     // JSON has no NaN or Infinity; a body that tries is malformed.
     let (status, answer) = s
@@ -498,10 +335,7 @@ async fn subject_id_missing_or_empty() {
     body.as_object_mut().unwrap().remove("subjectId");
     let (status, answer) = s.post_json("/predict/risk", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        error_of(&answer).contains("missing field `subjectId`"),
-        "{answer}"
-    );
+    assert!(error_of(&answer).contains("missing field `subjectId`"), "{answer}");
 
     for empty in ["", "   "] {
         body["subjectId"] = json!(empty);
@@ -520,10 +354,7 @@ async fn subject_id_missing_or_empty() {
     body["siteId"] = json!("A");
     let (status, answer) = s.post_json("/predict/risk", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        error_of(&answer).contains("unknown field `siteId`"),
-        "{answer}"
-    );
+    assert!(error_of(&answer).contains("unknown field `siteId`"), "{answer}");
     assert_eq!(s.post_json("/predict/risk", &risk_request()).await.0, 200);
 }
 
@@ -560,21 +391,11 @@ async fn engine_failure_is_masked_with_the_request_id() {
 async fn request_ids_are_generated_or_kept() {
     let s = server().await;
     let generated = s.get("/v2/health/live").await;
-    let id = generated.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = generated.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 36, "a UUID: {id}");
-    let kept = s
-        .client
-        .get(s.url("/v2/health/live"))
-        .header("x-request-id", "abc")
-        .send()
-        .await
-        .unwrap();
+    let kept =
+        s.client.get(s.url("/v2/health/live")).header("x-request-id", "abc").send().await.unwrap();
     assert_eq!(kept.headers()["x-request-id"], "abc");
-    let (status, _) = s
-        .post_json("/v2/models/nope/infer", &two_io_request())
-        .await;
+    let (status, _) = s.post_json("/v2/models/nope/infer", &two_io_request()).await;
     assert_eq!(status, 404);
 }

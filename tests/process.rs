@@ -17,15 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_inferd");
 /// collects it.
 fn spawn_server(args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--log-format",
-            "json",
-        ])
+        .args(["serve", "--host", "127.0.0.1", "--http-port", "0", "--log-format", "json"])
         .args(args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -49,11 +41,7 @@ fn spawn_server(args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<Stri
             let _ = tx.send(line);
         }
     });
-    (
-        child,
-        format!("http://{}", addr.expect("the server logs its address")),
-        rx,
-    )
+    (child, format!("http://{}", addr.expect("the server logs its address")), rx)
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) {
@@ -70,10 +58,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
 }
 
 fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -111,10 +96,7 @@ fn missing_onnx_runtime_names_every_place_tried() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("cannot load the ONNX Runtime 1.31.1 library"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot load the ONNX Runtime 1.31.1 library"), "{stderr}");
     assert!(
         stderr.contains("ORT_DYLIB_PATH: /nonexistent/libonnxruntime.so.1.31.1 does not exist"),
         "{stderr}"
@@ -124,10 +106,7 @@ fn missing_onnx_runtime_names_every_place_tried() {
     // A file that exists but is no library is reported as failing to load.
     let output = Command::new(BIN)
         .args(["serve", "--http-port", "0"])
-        .env(
-            "ORT_DYLIB_PATH",
-            env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml",
-        )
+        .env("ORT_DYLIB_PATH", env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
@@ -136,10 +115,7 @@ fn missing_onnx_runtime_names_every_place_tried() {
 
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
-    let output = Command::new(BIN)
-        .args(["serve", "--help"])
-        .output()
-        .unwrap();
+    let output = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
         "--model-repository",
@@ -154,12 +130,8 @@ fn help_documents_every_flag_with_its_environment_variable() {
         "--log-level",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
-        let env = format!(
-            "INFERD_{}",
-            flag.trim_start_matches("--")
-                .replace('-', "_")
-                .to_uppercase()
-        );
+        let env =
+            format!("INFERD_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
         assert!(help.contains(&env), "{env} missing from:\n{help}");
     }
 }
@@ -190,14 +162,8 @@ async fn sigterm_drains_in_flight_requests_then_refuses_new_ones() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The listener is closed: a new connection is refused.
-    let late = reqwest::Client::new()
-        .get(format!("{base}/v2/health/live"))
-        .send()
-        .await;
-    assert!(
-        late.is_err(),
-        "a new connection was accepted during the drain"
-    );
+    let late = reqwest::Client::new().get(format!("{base}/v2/health/live")).send().await;
+    assert!(late.is_err(), "a new connection was accepted during the drain");
 
     for task in tasks {
         let (i, x, response) = task.await.unwrap();
@@ -207,31 +173,21 @@ async fn sigterm_drains_in_flight_requests_then_refuses_new_ones() {
         assert_eq!(body["id"], format!("r{i}"), "answered to the wrong request");
         // The model's float32 reduction over a million terms is not exact.
         let y = body["outputs"][0]["data"][0].as_f64().unwrap();
-        assert!(
-            (y - x * x).abs() <= 0.01 * x * x,
-            "request {i}: {y} is not {x} squared"
-        );
+        assert!((y - x * x).abs() <= 0.01 * x * x, "request {i}: {y} is not {x} squared");
     }
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
     let logs: Vec<String> = logs.try_iter().collect();
     assert!(logs.iter().any(|l| l.contains("SIGTERM")), "{logs:?}");
-    assert!(
-        logs.iter().any(|l| l.contains("shutdown complete")),
-        "{logs:?}"
-    );
+    assert!(logs.iter().any(|l| l.contains("shutdown complete")), "{logs:?}");
     std::fs::remove_dir_all(repo).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_is_bounded_by_the_exit_timeout() {
     let repo = slow_repository("bounded");
-    let (mut child, base, logs) = spawn_server(&[
-        "--model-repository",
-        repo.to_str().unwrap(),
-        "--exit-timeout-secs",
-        "1",
-    ]);
+    let (mut child, base, logs) =
+        spawn_server(&["--model-repository", repo.to_str().unwrap(), "--exit-timeout-secs", "1"]);
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
 
@@ -250,10 +206,7 @@ async fn the_drain_is_bounded_by_the_exit_timeout() {
     let status = wait_exit(&mut child, Duration::from_secs(10));
     let took = signalled.elapsed();
     assert!(status.success(), "exit status {status}");
-    assert!(
-        took < Duration::from_secs(4),
-        "drain took {took:?} with a 1 s exit timeout"
-    );
+    assert!(took < Duration::from_secs(4), "drain took {took:?} with a 1 s exit timeout");
 
     let mut answered = 0;
     for task in tasks {
@@ -265,9 +218,6 @@ async fn the_drain_is_bounded_by_the_exit_timeout() {
     }
     assert!(answered < 100, "the drain was not cut short");
     let logs: Vec<String> = logs.try_iter().collect();
-    assert!(
-        logs.iter().any(|l| l.contains("exit timeout reached")),
-        "{logs:?}"
-    );
+    assert!(logs.iter().any(|l| l.contains("exit timeout reached")), "{logs:?}");
     std::fs::remove_dir_all(repo).unwrap();
 }

@@ -28,14 +28,11 @@ async fn highest_version_is_served() {
     let server = TestServer::start(Some(repo.clone())).await;
     let meta: Value = server.get("/v2/models/m").await.json().await.unwrap();
     assert_eq!(meta["versions"], json!(["10"]));
-    let (status, answer) = server
-        .post_json("/v2/models/m/versions/10/infer", &dyn_batch_request())
-        .await;
+    let (status, answer) =
+        server.post_json("/v2/models/m/versions/10/infer", &dyn_batch_request()).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["model_version"], "10");
-    let (status, _) = server
-        .post_json("/v2/models/m/versions/1/infer", &dyn_batch_request())
-        .await;
+    let (status, _) = server.post_json("/v2/models/m/versions/1/infer", &dyn_batch_request()).await;
     assert_eq!(status, 404);
     server.stop().await;
     std::fs::remove_dir_all(repo).unwrap();
@@ -50,32 +47,19 @@ async fn broken_models_are_reported_and_the_others_serve() {
     std::fs::write(repo.join("corrupt/1/model.onnx"), b"this is not a model").unwrap();
     // A config with a key inferd does not know.
     copy_model(&repo, "dyn_batch", "misconfigured");
-    std::fs::write(
-        repo.join("misconfigured/config.toml"),
-        "[instance_group]\ncuont = 2\n",
-    )
-    .unwrap();
+    std::fs::write(repo.join("misconfigured/config.toml"), "[instance_group]\ncuont = 2\n")
+        .unwrap();
     // A model folder without any version.
     std::fs::create_dir_all(repo.join("empty")).unwrap();
 
     let server = TestServer::start(Some(repo.clone())).await;
-    let (status, answer) = server
-        .post_json("/v2/models/good/infer", &dyn_batch_request())
-        .await;
+    let (status, answer) = server.post_json("/v2/models/good/infer", &dyn_batch_request()).await;
     assert_eq!(status, 200, "{answer}");
 
     for name in ["corrupt", "misconfigured", "empty"] {
-        assert_eq!(
-            server
-                .get(&format!("/v2/models/{name}/ready"))
-                .await
-                .status(),
-            400,
-            "{name}"
-        );
-        let (status, answer) = server
-            .post_json(&format!("/v2/models/{name}/infer"), &dyn_batch_request())
-            .await;
+        assert_eq!(server.get(&format!("/v2/models/{name}/ready")).await.status(), 400, "{name}");
+        let (status, answer) =
+            server.post_json(&format!("/v2/models/{name}/infer"), &dyn_batch_request()).await;
         assert_eq!(status, 503, "{name}: {answer}");
         assert!(error_of(&answer).contains("failed to load"), "{answer}");
     }
@@ -91,26 +75,12 @@ async fn broken_models_are_reported_and_the_others_serve() {
             _ => None,
         })
         .collect();
-    let reason_of = |n: &str| {
-        reasons
-            .iter()
-            .find(|(name, _)| name == n)
-            .map(|(_, r)| r.clone())
-            .unwrap()
-    };
+    let reason_of =
+        |n: &str| reasons.iter().find(|(name, _)| name == n).map(|(_, r)| r.clone()).unwrap();
     assert!(reason_of("misconfigured").contains("cuont"), "{reasons:?}");
-    assert!(
-        reason_of("misconfigured").contains("config.toml"),
-        "{reasons:?}"
-    );
-    assert!(
-        reason_of("empty").contains("no numeric version folder"),
-        "{reasons:?}"
-    );
-    assert!(
-        reason_of("corrupt").contains("corrupt/1/model.onnx"),
-        "{reasons:?}"
-    );
+    assert!(reason_of("misconfigured").contains("config.toml"), "{reasons:?}");
+    assert!(reason_of("empty").contains("no numeric version folder"), "{reasons:?}");
+    assert!(reason_of("corrupt").contains("corrupt/1/model.onnx"), "{reasons:?}");
     drop(registry);
     server.stop().await;
 
@@ -147,9 +117,7 @@ async fn config_toml_sets_instances_and_filename() {
         .filter(|name| name.starts_with("inferd-m-"))
         .count();
     assert_eq!(threads, 3, "one thread per instance");
-    let (status, answer) = server
-        .post_json("/v2/models/m/infer", &dyn_batch_request())
-        .await;
+    let (status, answer) = server.post_json("/v2/models/m/infer", &dyn_batch_request()).await;
     assert_eq!(status, 200, "{answer}");
     server.stop().await;
     std::fs::remove_dir_all(repo).unwrap();
@@ -158,12 +126,6 @@ async fn config_toml_sets_instances_and_filename() {
 #[tokio::test]
 async fn missing_repository_is_a_start_up_error() {
     let config = ServerConfig::local(Some("/nonexistent/inferd/models".into()));
-    let error = inferd::server::Server::bind(config)
-        .await
-        .err()
-        .expect("bind fails");
-    assert!(
-        error.to_string().contains("/nonexistent/inferd/models"),
-        "{error}"
-    );
+    let error = inferd::server::Server::bind(config).await.err().expect("bind fails");
+    assert!(error.to_string().contains("/nonexistent/inferd/models"), "{error}");
 }

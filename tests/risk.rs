@@ -18,18 +18,12 @@ async fn bundled_model_scores_match_python_onnxruntime() {
     for (i, (row, score)) in rows.iter().zip(scores).enumerate() {
         let subject = format!("S-{i:03}");
         let (status, answer) = server
-            .post_json(
-                "/predict/risk",
-                &json!({"subjectId": subject, "features": row}),
-            )
+            .post_json("/predict/risk", &json!({"subjectId": subject, "features": row}))
             .await;
         assert_eq!(status, 200, "{answer}");
         let got = answer["riskScore"].as_f64().unwrap();
         let want = score[0].as_f64().unwrap();
-        assert!(
-            (got - want).abs() <= 1e-5,
-            "row {i}: got {got}, want {want}"
-        );
+        assert!((got - want).abs() <= 1e-5, "row {i}: got {got}, want {want}");
         assert!((0.0..=1.0).contains(&got));
         assert_eq!(answer["subjectId"], subject.as_str());
         assert_eq!(answer["modelName"], "clinical-risk");
@@ -59,16 +53,10 @@ async fn committed_model_file_and_embedded_model_agree() {
 async fn risk_and_v2_paths_give_the_same_score() {
     let server = TestServer::start(None).await;
     let row = &reference("clinical_risk.json")["rows"][0];
-    let (_, risk) = server
-        .post_json(
-            "/predict/risk",
-            &json!({"subjectId": "S-1", "features": row}),
-        )
-        .await;
+    let (_, risk) =
+        server.post_json("/predict/risk", &json!({"subjectId": "S-1", "features": row})).await;
     let v2 = json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10], "data": row}]});
-    let (status, answer) = server
-        .post_json("/v2/models/clinical-risk/infer", &v2)
-        .await;
+    let (status, answer) = server.post_json("/v2/models/clinical-risk/infer", &v2).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["outputs"][0]["name"], "risk_score");
     assert_eq!(answer["outputs"][0]["shape"], json!([1, 1]));

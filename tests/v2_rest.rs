@@ -74,23 +74,10 @@ async fn model_metadata_reads_the_onnx_signature() {
             "{path}"
         );
     }
-    let fixed: Value = server
-        .get("/v2/models/fixed_shape")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let fixed: Value = server.get("/v2/models/fixed_shape").await.json().await.unwrap();
     assert_eq!(fixed["inputs"][0]["shape"], json!([2, 3]));
-    let fp16: Value = server
-        .get("/v2/models/identity_fp16")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        fp16["inputs"][0],
-        json!({"name": "input", "datatype": "FP16", "shape": [-1, -1]})
-    );
+    let fp16: Value = server.get("/v2/models/identity_fp16").await.json().await.unwrap();
+    assert_eq!(fp16["inputs"][0], json!({"name": "input", "datatype": "FP16", "shape": [-1, -1]}));
     server.stop().await;
 }
 
@@ -98,20 +85,8 @@ async fn model_metadata_reads_the_onnx_signature() {
 async fn model_readiness_per_version() {
     let server = TestServer::start(Some(test_repository())).await;
     assert_eq!(server.get("/v2/models/dyn_batch/ready").await.status(), 200);
-    assert_eq!(
-        server
-            .get("/v2/models/dyn_batch/versions/1/ready")
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(
-        server
-            .get("/v2/models/dyn_batch/versions/2/ready")
-            .await
-            .status(),
-        400
-    );
+    assert_eq!(server.get("/v2/models/dyn_batch/versions/1/ready").await.status(), 200);
+    assert_eq!(server.get("/v2/models/dyn_batch/versions/2/ready").await.status(), 400);
     assert_eq!(server.get("/v2/models/nope/ready").await.status(), 400);
     server.stop().await;
 }
@@ -132,11 +107,7 @@ async fn two_inputs_of_different_types_match_python_onnxruntime() {
     let y = output(&answer, "y");
     assert_eq!(y["datatype"], "FP32");
     assert_eq!(y["shape"], reference["outputs"]["y"]["shape"]);
-    assert_close(
-        &floats(&y["data"]),
-        &floats(&reference["outputs"]["y"]["data"]),
-        1e-5,
-    );
+    assert_close(&floats(&y["data"]), &floats(&reference["outputs"]["y"]["data"]), 1e-5);
 
     let ids = output(&answer, "ids_out");
     assert_eq!(ids["datatype"], "INT64");
@@ -150,19 +121,12 @@ async fn dynamic_batch_of_1_7_and_64_matches_python_onnxruntime() {
     let server = TestServer::start(Some(test_repository())).await;
     let reference = reference("dyn_batch.json");
     let cases = reference["cases"].as_array().unwrap();
-    assert_eq!(
-        cases
-            .iter()
-            .map(|c| c["batch"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [1, 7, 64]
-    );
+    assert_eq!(cases.iter().map(|c| c["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 7, 64]);
 
     for case in cases {
         let body = request_from_reference(&case["inputs"], &[("input", "FP32")]);
-        let (status, answer) = server
-            .post_json("/v2/models/dyn_batch/versions/1/infer", &body)
-            .await;
+        let (status, answer) =
+            server.post_json("/v2/models/dyn_batch/versions/1/infer", &body).await;
         assert_eq!(status, 200, "{answer}");
         let out = output(&answer, "output");
         let want = &case["outputs"]["output"];
@@ -180,9 +144,7 @@ async fn nested_data_is_read_like_flat_data() {
     let nested = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 4],
         "data": [[1, 2, 3, 4], [5, 6, 7, 8]]}]});
     let (s1, a) = server.post_json("/v2/models/dyn_batch/infer", &flat).await;
-    let (s2, b) = server
-        .post_json("/v2/models/dyn_batch/infer", &nested)
-        .await;
+    let (s2, b) = server.post_json("/v2/models/dyn_batch/infer", &nested).await;
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(a["outputs"], b["outputs"]);
     server.stop().await;
@@ -196,28 +158,16 @@ async fn outputs_selects_which_outputs_come_back() {
     body["outputs"] = json!([{"name": "ids_out"}]);
     let (status, answer) = server.post_json("/v2/models/two_io/infer", &body).await;
     assert_eq!(status, 200, "{answer}");
-    let names: Vec<&str> = answer["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> =
+        answer["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["ids_out"]);
     assert!(answer.get("id").is_none(), "no id was sent, none is echoed");
 
     body["outputs"] = json!([{"name": "ids_out"}, {"name": "y"}]);
     let (_, answer) = server.post_json("/v2/models/two_io/infer", &body).await;
-    let names: Vec<&str> = answer["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["ids_out", "y"],
-        "outputs come back in the order asked"
-    );
+    let names: Vec<&str> =
+        answer["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ids_out", "y"], "outputs come back in the order asked");
     server.stop().await;
 }
 
@@ -225,48 +175,21 @@ async fn outputs_selects_which_outputs_come_back() {
 async fn every_json_element_type_round_trips_through_onnx_runtime() {
     let server = TestServer::start(Some(test_repository())).await;
     let cases = [
-        (
-            "bool",
-            "BOOL",
-            json!([[true, false, true], [false, false, true]]),
-        ),
+        ("bool", "BOOL", json!([[true, false, true], [false, false, true]])),
         ("uint8", "UINT8", json!([[0, 1, 255], [7, 8, 9]])),
         ("uint16", "UINT16", json!([[0, 1, 65535], [7, 8, 9]])),
-        (
-            "uint32",
-            "UINT32",
-            json!([[0, 1, 4294967295u64], [7, 8, 9]]),
-        ),
-        (
-            "uint64",
-            "UINT64",
-            json!([[0, 1, 18446744073709551615u64], [7, 8, 9]]),
-        ),
+        ("uint32", "UINT32", json!([[0, 1, 4294967295u64], [7, 8, 9]])),
+        ("uint64", "UINT64", json!([[0, 1, 18446744073709551615u64], [7, 8, 9]])),
         ("int8", "INT8", json!([[-128, 0, 127], [7, 8, 9]])),
         ("int16", "INT16", json!([[-32768, 0, 32767], [7, 8, 9]])),
-        (
-            "int32",
-            "INT32",
-            json!([[-2147483648i64, 0, 2147483647], [7, 8, 9]]),
-        ),
+        ("int32", "INT32", json!([[-2147483648i64, 0, 2147483647], [7, 8, 9]])),
         (
             "int64",
             "INT64",
-            json!([
-                [-9223372036854775808i64, 0, 9223372036854775807i64],
-                [7, 8, 9]
-            ]),
+            json!([[-9223372036854775808i64, 0, 9223372036854775807i64], [7, 8, 9]]),
         ),
-        (
-            "fp32",
-            "FP32",
-            json!([[0.5, -1.25, 3.4028235e38], [1e-7, 0.0, -0.0]]),
-        ),
-        (
-            "fp64",
-            "FP64",
-            json!([[0.1, -1e300, 2.5], [1e-300, 0.0, 7.0]]),
-        ),
+        ("fp32", "FP32", json!([[0.5, -1.25, 3.4028235e38], [1e-7, 0.0, -0.0]])),
+        ("fp64", "FP64", json!([[0.1, -1e300, 2.5], [1e-300, 0.0, 7.0]])),
     ];
     for (suffix, datatype, data) in cases {
         let path = format!("/v2/models/identity_{suffix}/infer");
@@ -276,12 +199,8 @@ async fn every_json_element_type_round_trips_through_onnx_runtime() {
         let out = output(&answer, "output");
         assert_eq!(out["datatype"], datatype);
         assert_eq!(out["shape"], json!([2, 3]));
-        let flat: Vec<Value> = data
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.as_array().unwrap().clone())
-            .collect();
+        let flat: Vec<Value> =
+            data.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().clone()).collect();
         assert_eq!(out["data"], Value::Array(flat), "{datatype}");
     }
     server.stop().await;
@@ -292,14 +211,9 @@ async fn fp16_cannot_travel_as_json() {
     let server = TestServer::start(Some(test_repository())).await;
     let body =
         json!({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1, 1], "data": [1.0]}]});
-    let (status, answer) = server
-        .post_json("/v2/models/identity_fp16/infer", &body)
-        .await;
+    let (status, answer) = server.post_json("/v2/models/identity_fp16/infer", &body).await;
     assert_eq!(status, 400);
-    assert!(
-        error_of(&answer).contains("FP16, which JSON cannot carry"),
-        "{answer}"
-    );
+    assert!(error_of(&answer).contains("FP16, which JSON cannot carry"), "{answer}");
     server.stop().await;
 }
 
@@ -307,13 +221,8 @@ async fn fp16_cannot_travel_as_json() {
 async fn fixed_shape_models_take_exactly_their_shape() {
     let server = TestServer::start(Some(test_repository())).await;
     let body = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3], "data": [1, 2, 3, 4, 5, 6]}]});
-    let (status, answer) = server
-        .post_json("/v2/models/fixed_shape/infer", &body)
-        .await;
+    let (status, answer) = server.post_json("/v2/models/fixed_shape/infer", &body).await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(
-        output(&answer, "output")["data"],
-        json!([2.0, 4.0, 6.0, 8.0, 10.0, 12.0])
-    );
+    assert_eq!(output(&answer, "output")["data"], json!([2.0, 4.0, 6.0, 8.0, 10.0, 12.0]));
     server.stop().await;
 }

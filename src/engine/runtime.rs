@@ -43,29 +43,17 @@ struct Candidate {
 /// candidate: a library named explicitly is never silently replaced.
 fn candidates() -> Vec<Candidate> {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        return vec![Candidate {
-            origin: "ORT_DYLIB_PATH",
-            path: Some(PathBuf::from(path)),
-        }];
+        return vec![Candidate { origin: "ORT_DYLIB_PATH", path: Some(PathBuf::from(path)) }];
     }
-    let mut out = vec![Candidate {
-        origin: "ORT_DYLIB_PATH",
-        path: None,
-    }];
-    let exe_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let mut out = vec![Candidate { origin: "ORT_DYLIB_PATH", path: None }];
+    let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
     out.push(Candidate {
         origin: "beside the inferd executable",
         path: exe_dir.map(|d| d.join(LIB_NAME)),
     });
     out.push(Candidate {
         origin: "scripts/setup.sh's folder",
-        path: Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(SETUP_DIR)
-                .join(LIB_NAME),
-        ),
+        path: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(SETUP_DIR).join(LIB_NAME)),
     });
     out.push(Candidate {
         origin: "the onnxruntime package of python3 on PATH",
@@ -135,7 +123,5 @@ fn create_environment() -> Result<ort::environment::Environment, RuntimeError> {
             }
         }
     }
-    Err(RuntimeError::NotFound {
-        tried: format!("Tried, in order:\n{}", tried.trim_end()),
-    })
+    Err(RuntimeError::NotFound { tried: format!("Tried, in order:\n{}", tried.trim_end()) })
 }

@@ -123,12 +123,7 @@ pub fn create_session(
 }
 
 fn tensor_spec(name: &str, dtype: &ValueType, role: &str) -> Result<TensorSpec, EngineError> {
-    let ValueType::Tensor {
-        ty,
-        shape,
-        dimension_symbols,
-    } = dtype
-    else {
+    let ValueType::Tensor { ty, shape, dimension_symbols } = dtype else {
         return Err(EngineError::Load(format!(
             "{role} '{name}' is not a tensor ({dtype:?}); inferd serves tensor models only"
         )));
@@ -147,12 +142,7 @@ fn tensor_spec(name: &str, dtype: &ValueType, role: &str) -> Result<TensorSpec, 
             symbol.filter(|_| shape[i] == -1).cloned()
         })
         .collect();
-    Ok(TensorSpec {
-        name: name.to_string(),
-        datatype,
-        shape,
-        symbols,
-    })
+    Ok(TensorSpec { name: name.to_string(), datatype, shape, symbols })
 }
 
 pub(crate) fn datatype_from_ort(ty: TensorElementType) -> Option<DataType> {

@@ -33,13 +33,7 @@ impl FromRequest<std::sync::Arc<AppState>> for JsonBody {
             ));
         }
         if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
-            let essence = value
-                .to_str()
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim();
+            let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
             if !essence.eq_ignore_ascii_case("application/json") {
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "content type '{}' is not accepted; send application/json",
@@ -53,9 +47,9 @@ impl FromRequest<std::sync::Arc<AppState>> for JsonBody {
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge { limit })
             }
-            Err(rejection) => Err(ApiError::BadRequest(format!(
-                "cannot read the request body: {rejection}"
-            ))),
+            Err(rejection) => {
+                Err(ApiError::BadRequest(format!("cannot read the request body: {rejection}")))
+            }
         }
     }
 }

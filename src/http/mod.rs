@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, Method, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::request_id::{
@@ -25,7 +25,7 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::model::Registry;
+use crate::model::{InferOutput, Registry};
 
 /// Settings of the HTTP front end.
 #[derive(Debug, Clone)]
@@ -89,20 +89,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{model}", get(v2::model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(v2::model_metadata),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(v2::model_ready),
-        )
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
         .route("/v2/models/{model}/infer", post(v2::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(v2::infer),
-        )
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .route("/predict/risk", post(risk::predict));
 
     v2.fallback(not_found)
@@ -137,6 +128,19 @@ async fn not_found(uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method) -> ApiError {
     ApiError::MethodNotAllowed(method.to_string())
 }
+
+/// Where a request's time went, for the client to see: microseconds queued,
+/// microseconds in the engine call, and rows in that call.
+pub fn add_timing_headers(response: &mut axum::response::Response, output: &InferOutput) {
+    let headers = response.headers_mut();
+    headers.insert(X_QUEUE_TIME_US, HeaderValue::from(output.queue_time.as_micros() as u64));
+    headers.insert(X_COMPUTE_TIME_US, HeaderValue::from(output.compute_time.as_micros() as u64));
+    headers.insert(X_BATCH_ROWS, HeaderValue::from(output.batch_rows as u64));
+}
+
+const X_QUEUE_TIME_US: HeaderName = HeaderName::from_static("x-queue-time-us");
+const X_COMPUTE_TIME_US: HeaderName = HeaderName::from_static("x-compute-time-us");
+const X_BATCH_ROWS: HeaderName = HeaderName::from_static("x-batch-rows");
 
 /// The id of the current request, as the request-id layer set it.
 pub fn request_id(id: &RequestId) -> &str {

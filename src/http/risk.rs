@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tower_http::request_id::RequestId;
@@ -46,20 +47,13 @@ pub async fn predict(
     State(state): State<Arc<AppState>>,
     Extension(request_id): Extension<RequestId>,
     JsonBody(body): JsonBody,
-) -> Result<Json<RiskResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let request_id = super::request_id(&request_id);
-    let model = Arc::clone(
-        state
-            .registry
-            .load()
-            .resolve(&state.settings.risk_model, None)?,
-    );
+    let model = Arc::clone(state.registry.load().resolve(&state.settings.risk_model, None)?);
     let request: RiskRequest<'_> = parse_json(&body)?;
 
     if request.subject_id.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "subjectId must not be empty".to_string(),
-        ));
+        return Err(ApiError::BadRequest("subjectId must not be empty".to_string()));
     }
     if request.subject_id.len() > MAX_SUBJECT_ID {
         return Err(ApiError::BadRequest(format!(
@@ -93,17 +87,12 @@ pub async fn predict(
         id: None,
         inputs: vec![NamedTensor {
             name: input.name.clone(),
-            tensor: Tensor {
-                shape: vec![1, count],
-                data: features,
-            },
+            tensor: Tensor { shape: vec![1, count], data: features },
         }],
         outputs: Vec::new(),
+        timeout: None,
     };
-    let output = model
-        .infer(infer)
-        .await
-        .map_err(|e| ApiError::from_infer(e, request_id))?;
+    let output = model.infer(infer).await.map_err(|e| ApiError::from_infer(e, request_id))?;
     let risk_score = match output.outputs.first().map(|(_, t)| &t.data) {
         Some(TensorData::Fp32(scores)) if scores.len() == 1 => scores[0],
         _ => {
@@ -113,10 +102,13 @@ pub async fn predict(
             ));
         }
     };
-    Ok(Json(RiskResponse {
+    let mut response = Json(RiskResponse {
         risk_score,
         subject_id: request.subject_id,
         model_name: model.name.clone(),
         model_version: model.version.to_string(),
-    }))
+    })
+    .into_response();
+    super::add_timing_headers(&mut response, &output);
+    Ok(response)
 }

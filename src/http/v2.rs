@@ -36,11 +36,7 @@ impl ModelPath {
 }
 
 fn health(ok: bool) -> StatusCode {
-    if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    }
+    if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }
 }
 
 #[derive(Serialize)]
@@ -51,11 +47,7 @@ pub struct ServerMetadata {
 }
 
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata {
-        name: "inferd",
-        version: env!("CARGO_PKG_VERSION"),
-        extensions: &[],
-    })
+    Json(ServerMetadata { name: "inferd", version: env!("CARGO_PKG_VERSION"), extensions: &[] })
 }
 
 pub async fn live() -> StatusCode {
@@ -71,13 +63,7 @@ pub async fn model_ready(
     Path(params): Path<HashMap<String, String>>,
 ) -> StatusCode {
     let path = ModelPath::from_params(params);
-    health(
-        state
-            .registry
-            .load()
-            .resolve(&path.name, path.version.as_deref())
-            .is_ok(),
-    )
+    health(state.registry.load().resolve(&path.name, path.version.as_deref()).is_ok())
 }
 
 #[derive(Serialize)]
@@ -99,11 +85,7 @@ struct ModelMetadata<'a> {
 fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
     specs
         .iter()
-        .map(|t| TensorMetadata {
-            name: &t.name,
-            datatype: t.datatype.as_str(),
-            shape: &t.shape,
-        })
+        .map(|t| TensorMetadata { name: &t.name, datatype: t.datatype.as_str(), shape: &t.shape })
         .collect()
 }
 
@@ -132,12 +114,7 @@ pub async fn infer(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let path = ModelPath::from_params(params);
-    let model = Arc::clone(
-        state
-            .registry
-            .load()
-            .resolve(&path.name, path.version.as_deref())?,
-    );
+    let model = Arc::clone(state.registry.load().resolve(&path.name, path.version.as_deref())?);
     let request = v2_json::decode_request(&body)?;
     drop(body);
     v2_json::check_outputs_fit_json(&model.signature, &request.outputs)?;
@@ -149,5 +126,7 @@ pub async fn infer(
         .map_err(|e| ApiError::from_infer(e, super::request_id(&request_id)))?;
     let encoded =
         v2_json::encode_response(&model.name, model.version, id.as_deref(), &output.outputs);
-    Ok(([(header::CONTENT_TYPE, "application/json")], encoded).into_response())
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], encoded).into_response();
+    super::add_timing_headers(&mut response, &output);
+    Ok(response)
 }

@@ -25,7 +25,6 @@ struct RequestBody<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Parameters>,
     #[serde(borrow)]
     inputs: Vec<InputBody<'a>>,
@@ -79,25 +78,28 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
             .ok_or_else(|| ApiError::BadRequest(format!("input '{}' has no 'data'", input.name)))?;
         let data = decode_data(raw, datatype)
             .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
-        inputs.push(NamedTensor {
-            name: input.name,
-            tensor: Tensor {
-                shape: input.shape,
-                data,
-            },
-        });
+        inputs.push(NamedTensor { name: input.name, tensor: Tensor { shape: input.shape, data } });
     }
-    let outputs = request
-        .outputs
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| o.name)
-        .collect();
-    Ok(InferRequest {
-        id: request.id,
-        inputs,
-        outputs,
-    })
+    let outputs = request.outputs.unwrap_or_default().into_iter().map(|o| o.name).collect();
+    let timeout = request_timeout(request.parameters.as_ref())?;
+    Ok(InferRequest { id: request.id, inputs, outputs, timeout })
+}
+
+/// Triton's `timeout` request parameter: a deadline in microseconds. Zero
+/// means none, as in Triton.
+fn request_timeout(
+    parameters: Option<&Parameters>,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(value) = parameters.and_then(|p| p.get("timeout")) else {
+        return Ok(None);
+    };
+    match value.as_u64() {
+        Some(0) => Ok(None),
+        Some(us) => Ok(Some(std::time::Duration::from_micros(us))),
+        None => Err(ApiError::BadRequest(
+            "parameter 'timeout' must be a whole number of microseconds".to_string(),
+        )),
+    }
 }
 
 /// Refuses a request whose answer would hold a type JSON cannot carry.
@@ -192,14 +194,9 @@ fn decode_flat<T: JsonElement>(
 ) -> Result<Vec<T>, String> {
     let mut out = Vec::new();
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    Flatten {
-        out: &mut out,
-        datatype,
-        depth: 0,
-        max_depth,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| json_message(&e))?;
+    Flatten { out: &mut out, datatype, depth: 0, max_depth }
+        .deserialize(&mut de)
+        .map_err(|e| json_message(&e))?;
     Ok(out)
 }
 
@@ -226,24 +223,15 @@ impl<T: JsonElement> Flatten<'_, T> {
                 self.out.push(v);
                 Ok(())
             }
-            Err(why) => Err(E::custom(format!(
-                "element {} {why} for {}",
-                self.out.len(),
-                self.datatype
-            ))),
+            Err(why) => {
+                Err(E::custom(format!("element {} {why} for {}", self.out.len(), self.datatype)))
+            }
         }
     }
 
     fn wrong<E: de::Error>(self, what: &str) -> Result<(), E> {
-        let expected = if self.datatype == DataType::Bool {
-            "true or false"
-        } else {
-            "a number"
-        };
-        Err(E::custom(format!(
-            "element {} is {what}, expected {expected}",
-            self.out.len()
-        )))
+        let expected = if self.datatype == DataType::Bool { "true or false" } else { "a number" };
+        Err(E::custom(format!("element {} is {what}, expected {expected}", self.out.len())))
     }
 }
 
@@ -268,12 +256,7 @@ impl<'de, T: JsonElement> Visitor<'de> for Flatten<'_, T> {
         let (out, datatype, depth, max_depth) =
             (self.out, self.datatype, self.depth + 1, self.max_depth);
         while seq
-            .next_element_seed(Flatten {
-                out: &mut *out,
-                datatype,
-                depth,
-                max_depth,
-            })?
+            .next_element_seed(Flatten { out: &mut *out, datatype, depth, max_depth })?
             .is_some()
         {}
         Ok(())
@@ -372,11 +355,7 @@ impl JsonElement for f32 {
     }
     fn from_f64(v: f64) -> Result<Self, &'static str> {
         let narrowed = v as f32;
-        if narrowed.is_finite() {
-            Ok(narrowed)
-        } else {
-            Err("is out of range")
-        }
+        if narrowed.is_finite() { Ok(narrowed) } else { Err("is out of range") }
     }
 }
 
@@ -407,10 +386,7 @@ mod tests {
         let nested = decode("[[1, 2], [3, 4]]", DataType::Int32).unwrap();
         assert_eq!(flat, TensorData::Int32(vec![1, 2, 3, 4]));
         assert_eq!(flat, nested);
-        assert_eq!(
-            decode("7", DataType::Int64).unwrap(),
-            TensorData::Int64(vec![7])
-        );
+        assert_eq!(decode("7", DataType::Int64).unwrap(), TensorData::Int64(vec![7]));
     }
 
     #[test]
@@ -419,14 +395,8 @@ mod tests {
             decode("[true, false]", DataType::Bool).unwrap(),
             TensorData::Bool(vec![true, false])
         );
-        assert_eq!(
-            decode("[255]", DataType::Uint8).unwrap(),
-            TensorData::Uint8(vec![255])
-        );
-        assert_eq!(
-            decode("[65535]", DataType::Uint16).unwrap(),
-            TensorData::Uint16(vec![65535])
-        );
+        assert_eq!(decode("[255]", DataType::Uint8).unwrap(), TensorData::Uint8(vec![255]));
+        assert_eq!(decode("[65535]", DataType::Uint16).unwrap(), TensorData::Uint16(vec![65535]));
         assert_eq!(
             decode("[4294967295]", DataType::Uint32).unwrap(),
             TensorData::Uint32(vec![u32::MAX])
@@ -435,51 +405,24 @@ mod tests {
             decode("[18446744073709551615]", DataType::Uint64).unwrap(),
             TensorData::Uint64(vec![u64::MAX])
         );
-        assert_eq!(
-            decode("[-128]", DataType::Int8).unwrap(),
-            TensorData::Int8(vec![-128])
-        );
-        assert_eq!(
-            decode("[-32768]", DataType::Int16).unwrap(),
-            TensorData::Int16(vec![-32768])
-        );
+        assert_eq!(decode("[-128]", DataType::Int8).unwrap(), TensorData::Int8(vec![-128]));
+        assert_eq!(decode("[-32768]", DataType::Int16).unwrap(), TensorData::Int16(vec![-32768]));
         assert_eq!(
             decode("[-9223372036854775808]", DataType::Int64).unwrap(),
             TensorData::Int64(vec![i64::MIN])
         );
-        assert_eq!(
-            decode("[0.5, 2]", DataType::Fp32).unwrap(),
-            TensorData::Fp32(vec![0.5, 2.0])
-        );
-        assert_eq!(
-            decode("[1e300]", DataType::Fp64).unwrap(),
-            TensorData::Fp64(vec![1e300])
-        );
-        assert_eq!(
-            decode("[3.0]", DataType::Int32).unwrap(),
-            TensorData::Int32(vec![3])
-        );
+        assert_eq!(decode("[0.5, 2]", DataType::Fp32).unwrap(), TensorData::Fp32(vec![0.5, 2.0]));
+        assert_eq!(decode("[1e300]", DataType::Fp64).unwrap(), TensorData::Fp64(vec![1e300]));
+        assert_eq!(decode("[3.0]", DataType::Int32).unwrap(), TensorData::Int32(vec![3]));
     }
 
     #[test]
     fn out_of_range_values_name_the_element_not_the_value() {
         let e = decode("[1, 256]", DataType::Uint8).unwrap_err();
         assert_eq!(e, "element 1 is out of range for UINT8");
-        assert!(
-            decode("[-1]", DataType::Uint32)
-                .unwrap_err()
-                .contains("out of range for UINT32")
-        );
-        assert!(
-            decode("[1e39]", DataType::Fp32)
-                .unwrap_err()
-                .contains("out of range for FP32")
-        );
-        assert!(
-            decode("[1.5]", DataType::Int64)
-                .unwrap_err()
-                .contains("not a whole number")
-        );
+        assert!(decode("[-1]", DataType::Uint32).unwrap_err().contains("out of range for UINT32"));
+        assert!(decode("[1e39]", DataType::Fp32).unwrap_err().contains("out of range for FP32"));
+        assert!(decode("[1.5]", DataType::Int64).unwrap_err().contains("not a whole number"));
     }
 
     #[test]
@@ -488,32 +431,12 @@ mod tests {
             decode("[1, \"secret\"]", DataType::Fp32).unwrap_err(),
             "element 1 is a string, expected a number"
         );
-        assert!(
-            decode("[null]", DataType::Fp32)
-                .unwrap_err()
-                .contains("null")
-        );
-        assert!(
-            decode("[{}]", DataType::Fp32)
-                .unwrap_err()
-                .contains("an object")
-        );
-        assert!(
-            decode("[1]", DataType::Bool)
-                .unwrap_err()
-                .contains("not true or false")
-        );
-        assert!(
-            decode("[true]", DataType::Int8)
-                .unwrap_err()
-                .contains("is a boolean")
-        );
+        assert!(decode("[null]", DataType::Fp32).unwrap_err().contains("null"));
+        assert!(decode("[{}]", DataType::Fp32).unwrap_err().contains("an object"));
+        assert!(decode("[1]", DataType::Bool).unwrap_err().contains("not true or false"));
+        assert!(decode("[true]", DataType::Int8).unwrap_err().contains("is a boolean"));
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
-        assert!(
-            decode(&deep, DataType::Fp32)
-                .unwrap_err()
-                .contains("nested deeper than 32")
-        );
+        assert!(decode(&deep, DataType::Fp32).unwrap_err().contains("nested deeper than 32"));
     }
 
     #[test]
@@ -523,18 +446,13 @@ mod tests {
         let request = decode_request(body).unwrap();
         assert_eq!(request.id.as_deref(), Some("r1"));
         assert_eq!(request.outputs, vec!["y".to_string()]);
-        assert_eq!(
-            request.inputs[0].tensor.data,
-            TensorData::Fp32(vec![1.5, 2.0])
-        );
+        assert_eq!(request.inputs[0].tensor.data, TensorData::Fp32(vec![1.5, 2.0]));
     }
 
     #[test]
     fn json_cannot_carry_half_precision() {
         let body = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [1]}]}"#;
-        let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else {
-            panic!()
-        };
+        let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else { panic!() };
         assert!(e.contains("FP16, which JSON cannot carry"), "{e}");
     }
 }

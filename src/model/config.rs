@@ -20,8 +20,30 @@ pub struct ModelConfig {
     /// The model file inside each version folder (Triton's
     /// `default_model_filename`). Default `model.onnx`.
     pub default_model_filename: Option<String>,
+    /// Most rows one engine call may take; 0 disables batching. Default 64
+    /// when every input and output has a free first dimension, else 0.
+    pub max_batch_size: Option<usize>,
+    pub dynamic_batching: DynamicBatching,
     pub instance_group: InstanceGroup,
     pub optimization: Optimization,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamicBatching {
+    /// How long the oldest queued request may wait for a fuller batch when
+    /// fewer rows than a preferred size are queued, in microseconds.
+    /// Default 0: an instance takes what is queued at once.
+    pub max_queue_delay_microseconds: Option<u64>,
+    /// Batch sizes (rows) worth waiting for; a batch that reaches one, or
+    /// `max_batch_size`, runs at once. Default: only `max_batch_size`.
+    pub preferred_batch_size: Option<Vec<usize>>,
+    /// Requests the queue holds before new ones are refused with 503.
+    /// Default: the server's `--max-queue-size`.
+    pub max_queue_size: Option<usize>,
+    /// Deadline for requests that bring none, in microseconds; 0 means
+    /// none. Default: the server's `--request-timeout-microseconds`.
+    pub default_timeout_microseconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -42,9 +64,15 @@ pub struct Optimization {
     pub graph_optimization_level: Option<OptimizationLevel>,
 }
 
-/// Bounds that keep a typo from starting a thousand threads.
+/// Bounds that keep a typo from starting a thousand threads or reserving
+/// gigabytes of queue.
 const MAX_INSTANCES: usize = 64;
 const MAX_INTRA_OP_THREADS: usize = 256;
+const MAX_BATCH: usize = 1 << 16;
+const MAX_QUEUE: usize = 1 << 20;
+
+/// `max_batch_size` of a batchable model whose configuration leaves it out.
+pub const DEFAULT_MAX_BATCH: usize = 64;
 
 impl ModelConfig {
     /// Reads `dir/config.toml`; a missing file means all defaults.
@@ -57,9 +85,7 @@ impl ModelConfig {
         };
         let config: ModelConfig = toml::from_str(&text)
             .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        config
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
@@ -78,10 +104,29 @@ impl ModelConfig {
                 "instance_group.intra_op_threads must be between 1 and {MAX_INTRA_OP_THREADS}, not {threads}"
             ));
         }
+        if let Some(max) = self.max_batch_size
+            && max > MAX_BATCH
+        {
+            return Err(format!("max_batch_size must be at most {MAX_BATCH}, not {max}"));
+        }
+        let batching = &self.dynamic_batching;
+        if let Some(sizes) = &batching.preferred_batch_size {
+            let max = self.max_batch_size.unwrap_or(DEFAULT_MAX_BATCH);
+            if let Some(bad) = sizes.iter().find(|&&n| n == 0 || n > max) {
+                return Err(format!(
+                    "dynamic_batching.preferred_batch_size {bad} must be between 1 and max_batch_size ({max})"
+                ));
+            }
+        }
+        if let Some(size) = batching.max_queue_size
+            && (size == 0 || size > MAX_QUEUE)
+        {
+            return Err(format!(
+                "dynamic_batching.max_queue_size must be between 1 and {MAX_QUEUE}, not {size}"
+            ));
+        }
         if let Some(name) = &self.default_model_filename {
-            let plain = Path::new(name)
-                .file_name()
-                .is_some_and(|f| f == name.as_str());
+            let plain = Path::new(name).file_name().is_some_and(|f| f == name.as_str());
             if !plain || name.starts_with('.') {
                 return Err(format!(
                     "default_model_filename must be a plain file name, not '{name}'"
@@ -91,10 +136,22 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The batch limit for a model whose signature is `batchable` or not;
+    /// an explicit `max_batch_size` on a model that cannot batch is an error.
+    pub fn resolve_max_batch(&self, batchable: Result<(), String>) -> Result<usize, String> {
+        match (self.max_batch_size, batchable) {
+            (Some(0), _) => Ok(0),
+            (Some(n), Ok(())) => Ok(n),
+            (Some(n), Err(why)) => {
+                Err(format!("max_batch_size is {n}, but the model cannot batch: {why}"))
+            }
+            (None, Ok(())) => Ok(DEFAULT_MAX_BATCH),
+            (None, Err(_)) => Ok(0),
+        }
+    }
+
     pub fn model_filename(&self) -> &str {
-        self.default_model_filename
-            .as_deref()
-            .unwrap_or("model.onnx")
+        self.default_model_filename.as_deref().unwrap_or("model.onnx")
     }
 
     pub fn instance_count(&self) -> usize {
@@ -105,10 +162,7 @@ impl ModelConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default_threads = (cores / self.instance_count()).max(1);
         SessionSettings {
-            intra_op_threads: self
-                .instance_group
-                .intra_op_threads
-                .unwrap_or(default_threads),
+            intra_op_threads: self.instance_group.intra_op_threads.unwrap_or(default_threads),
             optimization: self
                 .optimization
                 .graph_optimization_level
@@ -154,6 +208,42 @@ mod tests {
     }
 
     #[test]
+    fn reads_batching_keys() {
+        let config = parse(
+            "max_batch_size = 16\n[dynamic_batching]\nmax_queue_delay_microseconds = 500\n\
+             preferred_batch_size = [4, 8]\nmax_queue_size = 100\ndefault_timeout_microseconds = 2000\n",
+        )
+        .unwrap();
+        assert_eq!(config.max_batch_size, Some(16));
+        assert_eq!(config.dynamic_batching.preferred_batch_size, Some(vec![4, 8]));
+        assert_eq!(config.dynamic_batching.max_queue_delay_microseconds, Some(500));
+        assert_eq!(config.dynamic_batching.max_queue_size, Some(100));
+        assert_eq!(config.dynamic_batching.default_timeout_microseconds, Some(2000));
+        assert_eq!(config.resolve_max_batch(Ok(())), Ok(16));
+        assert!(
+            config
+                .resolve_max_batch(Err("fixed".into()))
+                .unwrap_err()
+                .contains("cannot batch: fixed")
+        );
+        assert_eq!(ModelConfig::default().resolve_max_batch(Ok(())), Ok(DEFAULT_MAX_BATCH));
+        assert_eq!(ModelConfig::default().resolve_max_batch(Err("fixed".into())), Ok(0));
+    }
+
+    #[test]
+    fn bad_batching_values_are_refused() {
+        let err = parse("max_batch_size = 8\n[dynamic_batching]\npreferred_batch_size = [4, 16]\n")
+            .unwrap_err();
+        assert!(err.contains("preferred_batch_size 16"), "{err}");
+        let err = parse("[dynamic_batching]\nmax_queue_size = 0\n").unwrap_err();
+        assert!(err.contains("max_queue_size"), "{err}");
+        let err = parse("[dynamic_batching]\nmax_queue_delay = 5\n").unwrap_err();
+        assert!(err.contains("max_queue_delay"), "{err}");
+        let err = parse("max_batch_size = -1\n").unwrap_err();
+        assert!(err.contains("max_batch_size"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_the_file() {
         let err = parse("[instance_group]\ncont = 2\n").unwrap_err();
         assert!(err.contains("config.toml"), "{err}");
@@ -163,20 +253,11 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(
-            parse("[instance_group]\ncount = 0\n")
-                .unwrap_err()
-                .contains("instance_group.count")
+            parse("[instance_group]\ncount = 0\n").unwrap_err().contains("instance_group.count")
         );
-        assert!(
-            parse("[instance_group]\ncount = \"two\"\n")
-                .unwrap_err()
-                .contains("count")
-        );
+        assert!(parse("[instance_group]\ncount = \"two\"\n").unwrap_err().contains("count"));
         let err = parse("[optimization]\ngraph_optimization_level = \"max\"\n").unwrap_err();
-        assert!(
-            err.contains("graph_optimization_level") || err.contains("max"),
-            "{err}"
-        );
+        assert!(err.contains("graph_optimization_level") || err.contains("max"), "{err}");
         let err = parse("default_model_filename = \"../x.onnx\"\n").unwrap_err();
         assert!(err.contains("default_model_filename"), "{err}");
     }

@@ -9,13 +9,14 @@ pub mod repository;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::engine::{EngineError, Signature};
-use crate::scheduler::{Job, Scheduler, SubmitError};
+use crate::scheduler::{BatchPolicy, Job, JobError, Scheduler, SubmitError};
 use crate::tensor::Tensor;
-use crate::validate::{InferRequest, ValidationError, validate};
+use crate::validate::{InferRequest, ValidationError, batch_rows, validate};
 pub use config::ModelConfig;
 
 /// The platform name Triton gives ONNX Runtime models.
@@ -29,6 +30,8 @@ pub struct ServedModel {
     pub config: ModelConfig,
     /// Where the model was loaded from, for logs and the status page.
     pub source: String,
+    /// Deadline for requests that bring none.
+    pub default_timeout: Option<Duration>,
     scheduler: Scheduler,
 }
 
@@ -38,14 +41,20 @@ pub enum InferError {
     Invalid(#[from] ValidationError),
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    #[error("the request's deadline of {} µs passed before it was computed", .0.as_micros())]
+    Expired(Duration),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(Arc<EngineError>),
 }
 
 /// What a successful inference gives back.
 pub struct InferOutput {
     /// `(name, tensor)` for each output asked for, in the order asked.
     pub outputs: Vec<(String, Tensor)>,
+    pub queue_time: Duration,
+    pub compute_time: Duration,
+    /// Rows in the engine call that computed this request.
+    pub batch_rows: usize,
 }
 
 impl ServedModel {
@@ -55,37 +64,66 @@ impl ServedModel {
         signature: Signature,
         config: ModelConfig,
         source: String,
+        default_timeout: Option<Duration>,
         scheduler: Scheduler,
     ) -> ServedModel {
-        ServedModel {
-            name,
-            version,
-            signature,
-            config,
-            source,
-            scheduler,
-        }
+        ServedModel { name, version, signature, config, source, default_timeout, scheduler }
+    }
+
+    /// Rows one engine call may take; 0 when the model does not batch.
+    pub fn max_batch_size(&self) -> usize {
+        self.scheduler.policy().max_batch_size
+    }
+
+    pub fn batch_policy(&self) -> &BatchPolicy {
+        self.scheduler.policy()
     }
 
     /// Validates `request`, queues it for an instance and waits for the
-    /// answer. Dropping the returned future (the client went away) drops the
-    /// reply channel, and the instance then skips the job.
+    /// answer, at most until the request's deadline. Dropping the returned
+    /// future (the client went away) drops the reply channel, and the
+    /// instance then skips the job.
     pub async fn infer(&self, request: InferRequest) -> Result<InferOutput, InferError> {
+        let timeout = request.timeout.or(self.default_timeout);
         let validated = validate(&self.name, &self.signature, request)?;
+        let max_batch = self.max_batch_size();
+        let rows = if max_batch > 0 { batch_rows(&validated, max_batch)? } else { 1 };
+
+        let enqueued = Instant::now();
+        let deadline = timeout.map(|t| enqueued + t);
         let (reply, answer) = oneshot::channel();
-        let outputs = validated.outputs.clone();
-        self.scheduler.submit(Job {
+        let wanted = validated.outputs.clone();
+        let job = Job {
             inputs: validated.inputs,
             outputs: validated.outputs,
+            rows,
+            enqueued,
+            deadline,
             reply,
-        })?;
-        let tensors = answer.await.map_err(|_| SubmitError::Closed)??;
-        let outputs = outputs
+        };
+        self.scheduler.submit(job)?;
+
+        let expired = || InferError::Expired(timeout.unwrap_or_default());
+        let answer = match deadline {
+            Some(at) => tokio::time::timeout_at(at.into(), answer).await.map_err(|_| expired())?,
+            None => answer.await,
+        };
+        let answer = match answer.map_err(|_| SubmitError::Closed)? {
+            Ok(answer) => answer,
+            Err(JobError::Expired) => return Err(expired()),
+            Err(JobError::Engine(e)) => return Err(InferError::Engine(e)),
+        };
+        let outputs = wanted
             .into_iter()
-            .zip(tensors)
+            .zip(answer.outputs)
             .map(|(i, t)| (self.signature.outputs[i].name.clone(), t))
             .collect();
-        Ok(InferOutput { outputs })
+        Ok(InferOutput {
+            outputs,
+            queue_time: answer.queue_time,
+            compute_time: answer.compute_time,
+            batch_rows: answer.batch_rows,
+        })
     }
 
     pub fn queued(&self) -> usize {
@@ -130,9 +168,7 @@ impl Registry {
 
     /// Whether every known model is serving.
     pub fn all_ready(&self) -> bool {
-        self.models
-            .values()
-            .all(|s| matches!(s, ModelState::Ready(_)))
+        self.models.values().all(|s| matches!(s, ModelState::Ready(_)))
     }
 
     /// Finds the model version a request names; no version means the served one.
@@ -148,10 +184,7 @@ impl Registry {
         };
         match version {
             Some(v) if v.parse::<u64>().ok() != Some(model.version) => {
-                Err(LookupError::UnknownVersion {
-                    name: name.to_string(),
-                    version: v.to_string(),
-                })
+                Err(LookupError::UnknownVersion { name: name.to_string(), version: v.to_string() })
             }
             _ => Ok(model),
         }

@@ -12,22 +12,26 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::config::ModelConfig;
 use super::{ModelState, Registry, ServedModel};
-use crate::engine::{Instance, ModelSource};
-use crate::scheduler::Scheduler;
+use crate::engine::{Instance, ModelSource, Signature};
+use crate::scheduler::{BatchPolicy, Scheduler};
 
 /// The bundled demonstration model, `models/clinical-risk/1/model.onnx`.
 pub const BUNDLED_MODEL: &[u8] = include_bytes!("../../models/clinical-risk/1/model.onnx");
 pub const BUNDLED_MODEL_NAME: &str = "clinical-risk";
 pub const BUNDLED_MODEL_VERSION: u64 = 1;
 
-/// Settings that apply to every model the server loads.
+/// Settings that apply to every model the server loads, unless its
+/// `config.toml` says otherwise.
 #[derive(Debug, Clone)]
 pub struct LoadSettings {
     /// Requests a model's queue holds before new ones are refused.
     pub queue_size: usize,
+    /// Deadline for requests that bring none.
+    pub default_timeout: Option<Duration>,
 }
 
 /// A model found in the repository, before loading.
@@ -63,22 +67,17 @@ pub fn load_bundled(settings: &LoadSettings) -> Registry {
     let mut registry = Registry::default();
     let config = ModelConfig::default();
     let source = ModelSource::Embedded(BUNDLED_MODEL);
-    let state = match start_model(
-        BUNDLED_MODEL_NAME,
-        BUNDLED_MODEL_VERSION,
-        source,
-        config,
-        settings,
-    ) {
-        Ok(model) => {
-            log_loaded(&model);
-            ModelState::Ready(Arc::new(model))
-        }
-        Err(reason) => {
-            tracing::warn!(model = BUNDLED_MODEL_NAME, %reason, "model failed to load");
-            ModelState::Failed { reason }
-        }
-    };
+    let state =
+        match start_model(BUNDLED_MODEL_NAME, BUNDLED_MODEL_VERSION, source, config, settings) {
+            Ok(model) => {
+                log_loaded(&model);
+                ModelState::Ready(Arc::new(model))
+            }
+            Err(reason) => {
+                tracing::warn!(model = BUNDLED_MODEL_NAME, %reason, "model failed to load");
+                ModelState::Failed { reason }
+            }
+        };
     registry.insert(BUNDLED_MODEL_NAME.to_string(), state);
     registry
 }
@@ -92,10 +91,7 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
         if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        found.push(Found {
-            name,
-            dir: entry.path(),
-        });
+        found.push(Found { name, dir: entry.path() });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
@@ -104,13 +100,7 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
 fn load_model(found: &Found, settings: &LoadSettings) -> Result<ServedModel, String> {
     let config = ModelConfig::load(&found.dir)?;
     let (version, path) = latest_version(&found.dir, config.model_filename())?;
-    start_model(
-        &found.name,
-        version,
-        ModelSource::File(path),
-        config,
-        settings,
-    )
+    start_model(&found.name, version, ModelSource::File(path), config, settings)
 }
 
 /// The highest numeric version folder that holds `filename`.
@@ -119,11 +109,7 @@ fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), St
         std::fs::read_dir(model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
     let mut best: Option<(u64, PathBuf)> = None;
     for entry in entries.flatten() {
-        let Some(version) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
+        let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };
         let file = entry.path().join(filename);
@@ -132,10 +118,7 @@ fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), St
         }
     }
     best.ok_or_else(|| {
-        format!(
-            "{}: no numeric version folder holds a {filename}",
-            model_dir.display()
-        )
+        format!("{}: no numeric version folder holds a {filename}", model_dir.display())
     })
 }
 
@@ -155,16 +138,50 @@ fn start_model(
         instances.push(instance);
     }
     let signature = instances[0].signature().clone();
-    let scheduler = Scheduler::start(name, instances, settings.queue_size)
+    let max_batch_size = config.resolve_max_batch(batchable(&signature))?;
+
+    let batching = &config.dynamic_batching;
+    let mut preferred_batch_sizes = batching.preferred_batch_size.clone().unwrap_or_default();
+    preferred_batch_sizes.sort_unstable();
+    let policy = BatchPolicy {
+        max_batch_size,
+        max_queue_delay: Duration::from_micros(batching.max_queue_delay_microseconds.unwrap_or(0)),
+        preferred_batch_sizes,
+        queue_size: batching.max_queue_size.unwrap_or(settings.queue_size),
+    };
+    let default_timeout = match batching.default_timeout_microseconds {
+        Some(0) => None,
+        Some(us) => Some(Duration::from_micros(us)),
+        None => settings.default_timeout,
+    };
+    let scheduler = Scheduler::start(name, instances, policy)
         .map_err(|e| format!("cannot start instance threads: {e}"))?;
+    let source = source.describe();
     Ok(ServedModel::new(
         name.to_string(),
         version,
         signature,
         config,
-        source.describe(),
+        source,
+        default_timeout,
         scheduler,
     ))
+}
+
+/// A model can batch when every input and output has a free first dimension.
+fn batchable(signature: &Signature) -> Result<(), String> {
+    let inputs = signature.inputs.iter().map(|t| ("input", t));
+    let outputs = signature.outputs.iter().map(|t| ("output", t));
+    for (role, t) in inputs.chain(outputs) {
+        match t.shape.first() {
+            Some(-1) => {}
+            Some(d) => {
+                return Err(format!("{role} '{}' has a fixed first dimension ({d})", t.name));
+            }
+            None => return Err(format!("{role} '{}' is a scalar", t.name)),
+        }
+    }
+    Ok(())
 }
 
 fn log_loaded(model: &ServedModel) {
@@ -180,6 +197,7 @@ fn log_loaded(model: &ServedModel) {
         version = model.version,
         source = %model.source,
         instances = model.config.instance_count(),
+        max_batch_size = model.max_batch_size(),
         inputs = %describe(&model.signature.inputs),
         outputs = %describe(&model.signature.outputs),
         "model loaded"

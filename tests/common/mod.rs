@@ -26,9 +26,7 @@ pub fn test_repository() -> PathBuf {
 
 /// A reference file written by `tests/fixtures/make_references.py`.
 pub fn reference(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/reference")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -63,10 +61,7 @@ impl TestServer {
         }));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !state.is_loaded() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "models did not load within 30 s"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "models did not load within 30 s");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         TestServer {
@@ -88,13 +83,7 @@ impl TestServer {
 
     /// POSTs `body` as JSON and returns the status and the decoded answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let response = self.client.post(self.url(path)).json(body).send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         let value =
@@ -138,9 +127,7 @@ impl Drop for TestServer {
 
 /// The error message of a JSON error body.
 pub fn error_of(body: &Value) -> &str {
-    body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message in {body}"))
+    body["error"].as_str().unwrap_or_else(|| panic!("no error message in {body}"))
 }
 
 /// Asserts two float sequences agree within `tolerance`, element by element.
@@ -152,10 +139,5 @@ pub fn assert_close(got: &[f64], want: &[f64], tolerance: f64) {
 }
 
 pub fn floats(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
