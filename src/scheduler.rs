@@ -15,6 +15,7 @@
 //! batch, so no request is reordered behind later ones of the same kind.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,11 +81,38 @@ pub enum SubmitError {
     Closed,
 }
 
+/// Counters the instances keep as they work; plain atomics, so recording
+/// one costs no lock and no allocation.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Engine calls made.
+    pub executions: AtomicU64,
+    /// Requests computed (successfully or not).
+    pub requests: AtomicU64,
+    /// Rows computed, all requests together.
+    pub rows: AtomicU64,
+    /// Requests answered `Expired` instead of being computed.
+    pub expired: AtomicU64,
+    /// Requests skipped because their client had gone.
+    pub abandoned: AtomicU64,
+}
+
+impl SchedulerStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Scheduler {
     /// `None` only while dropping: closing the queue is what stops the threads.
     queue: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     policy: Arc<BatchPolicy>,
+    stats: Arc<SchedulerStats>,
 }
 
 impl Scheduler {
@@ -96,15 +124,16 @@ impl Scheduler {
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = crossbeam_channel::bounded(policy.queue_size);
         let policy = Arc::new(policy);
+        let stats = Arc::new(SchedulerStats::default());
         let mut workers = Vec::with_capacity(instances.len());
         for (i, instance) in instances.into_iter().enumerate() {
-            let (rx, policy) = (rx.clone(), Arc::clone(&policy));
+            let (rx, policy, stats) = (rx.clone(), Arc::clone(&policy), Arc::clone(&stats));
             let handle = std::thread::Builder::new()
                 .name(format!("inferd-{model}-{i}"))
-                .spawn(move || Worker::new(instance, rx, policy).run())?;
+                .spawn(move || Worker::new(instance, rx, policy, stats).run())?;
             workers.push(handle);
         }
-        Ok(Scheduler { queue: Some(tx), workers, policy })
+        Ok(Scheduler { queue: Some(tx), workers, policy, stats })
     }
 
     /// Hands `job` to the queue without waiting.
@@ -123,6 +152,10 @@ impl Scheduler {
 
     pub fn policy(&self) -> &BatchPolicy {
         &self.policy
+    }
+
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.stats
     }
 }
 
@@ -144,15 +177,21 @@ struct Worker {
     instance: Instance,
     queue: Receiver<Job>,
     policy: Arc<BatchPolicy>,
+    stats: Arc<SchedulerStats>,
     batch: Vec<Job>,
     /// A job taken from the queue that did not fit the last batch.
     held: Option<Job>,
 }
 
 impl Worker {
-    fn new(instance: Instance, queue: Receiver<Job>, policy: Arc<BatchPolicy>) -> Worker {
+    fn new(
+        instance: Instance,
+        queue: Receiver<Job>,
+        policy: Arc<BatchPolicy>,
+        stats: Arc<SchedulerStats>,
+    ) -> Worker {
         let batch = Vec::with_capacity(policy.max_batch_size.max(1));
-        Worker { instance, queue, policy, batch, held: None }
+        Worker { instance, queue, policy, stats, batch, held: None }
     }
 
     fn run(mut self) {
@@ -164,7 +203,7 @@ impl Worker {
                     Err(_) => return,
                 },
             };
-            let Some(first) = admit(first) else { continue };
+            let Some(first) = admit(first, &self.stats) else { continue };
             let mut rows = first.rows;
             self.batch.push(first);
             if self.policy.max_batch_size > 0 {
@@ -195,7 +234,7 @@ impl Worker {
                     }
                 }
             };
-            let Some(job) = admit(next) else { continue };
+            let Some(job) = admit(next, &self.stats) else { continue };
             if *rows + job.rows <= policy.max_batch_size && same_item_shape(&self.batch[0], &job) {
                 *rows += job.rows;
                 self.batch.push(job);
@@ -215,6 +254,9 @@ impl Worker {
         let compute_time = started.elapsed();
         match result {
             Ok(outputs) => {
+                SchedulerStats::add(&self.stats.executions, 1);
+                SchedulerStats::add(&self.stats.requests, self.batch.len() as u64);
+                SchedulerStats::add(&self.stats.rows, rows as u64);
                 for (job, outputs) in self.batch.drain(..).zip(outputs) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
                     let answer = Answer { outputs, queue_time, compute_time, batch_rows: rows };
@@ -223,6 +265,9 @@ impl Worker {
                 }
             }
             Err(error) if self.batch.len() == 1 => {
+                SchedulerStats::add(&self.stats.executions, 1);
+                SchedulerStats::add(&self.stats.requests, 1);
+                SchedulerStats::add(&self.stats.rows, rows as u64);
                 let job = self.batch.pop().expect("one job");
                 let _ = job.reply.send(Err(JobError::Engine(Arc::new(error))));
             }
@@ -240,11 +285,13 @@ impl Worker {
 
 /// Returns the job if it should run: a job whose client has gone is dropped,
 /// one past its deadline is answered `Expired`; neither is computed.
-fn admit(job: Job) -> Option<Job> {
+fn admit(job: Job, stats: &SchedulerStats) -> Option<Job> {
     if job.reply.is_closed() {
+        SchedulerStats::add(&stats.abandoned, 1);
         return None;
     }
     if job.deadline.is_some_and(|d| Instant::now() >= d) {
+        SchedulerStats::add(&stats.expired, 1);
         let _ = job.reply.send(Err(JobError::Expired));
         return None;
     }

@@ -142,9 +142,9 @@ impl ModelConfig {
         match (self.max_batch_size, batchable) {
             (Some(0), _) => Ok(0),
             (Some(n), Ok(())) => Ok(n),
-            (Some(n), Err(why)) => {
-                Err(format!("max_batch_size is {n}, but the model cannot batch: {why}"))
-            }
+            (Some(n), Err(why)) => Err(format!(
+                "{CONFIG_FILE}: max_batch_size is {n}, but the model cannot batch: {why}"
+            )),
             (None, Ok(())) => Ok(DEFAULT_MAX_BATCH),
             (None, Err(_)) => Ok(0),
         }

@@ -79,6 +79,10 @@ impl ServedModel {
         self.scheduler.policy()
     }
 
+    pub fn stats(&self) -> &crate::scheduler::SchedulerStats {
+        self.scheduler.stats()
+    }
+
     /// Validates `request`, queues it for an instance and waits for the
     /// answer, at most until the request's deadline. Dropping the returned
     /// future (the client went away) drops the reply channel, and the
