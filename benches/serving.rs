@@ -1,0 +1,399 @@
+//! inferd's serving benchmark: throughput and latency over HTTP, as ratios
+//! measured in one run on one machine.
+//!
+//! Run it with `scripts/bench.sh` (which builds the heavy model first), or
+//! `cargo bench --bench serving -- --heavy-model DIR/mlp/1/model.onnx`.
+//!
+//! What it measures, each at concurrencies 1, 16 and 64:
+//! - `POST /predict/risk` on the bundled model, batching on and off, and a
+//!   minimal axum server that parses the same JSON and answers a constant;
+//! - v2 JSON inference on the heavy MLP, batching on and off;
+//! - the engine's own limit on the heavy MLP in this process: rows per second
+//!   at the best batch size, with the server's intra-op thread count.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use inferd::engine::{Instance, ModelSource, OptimizationLevel, SessionSettings};
+use inferd::loadgen::{self, LoadResult, LoadSpec};
+use inferd::tensor::{Tensor, TensorData};
+use serde::Deserialize;
+
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+
+struct Options {
+    window: Duration,
+    warmup: Duration,
+    heavy_model: Option<PathBuf>,
+    /// Times each compared pair is measured, alternating, for the ratios.
+    rounds: usize,
+    /// Intra-op threads of the heavy model's one instance, in the server and
+    /// in the engine-limit measurement alike. Default: all cores.
+    mlp_threads: Option<usize>,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        window: Duration::from_secs(5),
+        warmup: Duration::from_secs(1),
+        heavy_model: None,
+        rounds: 3,
+        mlp_threads: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--window-secs" => {
+                options.window = Duration::from_secs_f64(args.next().unwrap().parse().unwrap())
+            }
+            "--heavy-model" => options.heavy_model = args.next().map(PathBuf::from),
+            "--rounds" => options.rounds = args.next().unwrap().parse().unwrap(),
+            "--mlp-threads" => options.mlp_threads = args.next().map(|n| n.parse().unwrap()),
+            "--baseline-server" => {
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime.block_on(async {
+                    println!("{}", baseline_server().await);
+                    std::future::pending::<()>().await
+                });
+            }
+            // `cargo bench` passes `--bench`; anything else is a mistake.
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    options
+}
+
+/// A running `inferd serve` on a free loopback port.
+struct Inferd {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Inferd {
+    fn start(repository: &Path) -> Inferd {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inferd"))
+            .args(["serve", "--host", "127.0.0.1", "--http-port", "0", "--log-format", "json"])
+            .arg("--model-repository")
+            .arg(repository)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("inferd starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+            if value["message"] == "models loaded" {
+                break;
+            }
+            if value["message"] == "http endpoint listening" {
+                addr = value["addr"].as_str().map(|a| a.parse().unwrap());
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Inferd { child, addr: addr.expect("inferd logs its address") }
+    }
+}
+
+impl Drop for Inferd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A model repository in a temporary folder: one model and its config.
+fn repository(label: &str, model_file: &Path, name: &str, config: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("inferd-bench-{label}-{}", std::process::id()));
+    let version = dir.join(name).join("1");
+    std::fs::create_dir_all(&version).unwrap();
+    std::fs::copy(model_file, version.join("model.onnx")).unwrap();
+    std::fs::write(dir.join(name).join("config.toml"), config).unwrap();
+    dir
+}
+
+/// The minimal server inferd's front end is compared with: the same JSON
+/// parsed into a struct, a constant answered. It runs as a process of its own
+/// (this program, re-run with `--baseline-server`), as inferd does, so that
+/// neither shares the load generator's runtime.
+struct Baseline {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Baseline {
+    fn start() -> Baseline {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--baseline-server")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("baseline starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Baseline { child, addr: line.trim().parse().expect("baseline prints its address") }
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn baseline_server() -> std::net::SocketAddr {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(dead_code)]
+    struct Risk {
+        subject_id: String,
+        features: Vec<f64>,
+    }
+    async fn predict(axum::Json(_risk): axum::Json<Risk>) -> axum::Json<serde_json::Value> {
+        axum::Json(serde_json::json!({"riskScore": 0.5}))
+    }
+    let app = axum::Router::new().route("/predict/risk", axum::routing::post(predict));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+const RISK_BODY: &str =
+    r#"{"subjectId": "S-001", "features": [59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]}"#;
+const MLP_BODY: &str = r#"{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 10],
+    "data": [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8, 0.9, 1.0]}]}"#;
+
+fn print_header() {
+    println!(
+        "{:<34} {:>5} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "scenario", "conc", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors"
+    );
+}
+
+fn print_row(name: &str, r: &LoadResult) {
+    println!(
+        "{:<34} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+        name,
+        r.concurrency,
+        r.throughput(),
+        r.quantile_ms(0.5),
+        r.quantile_ms(0.9),
+        r.quantile_ms(0.99),
+        r.errors
+    );
+}
+
+async fn sweep(
+    name: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &'static str,
+    options: &Options,
+) -> Vec<LoadResult> {
+    sweep_at(name, addr, path, body, options, &CONCURRENCIES).await
+}
+
+async fn sweep_at(
+    name: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &'static str,
+    options: &Options,
+    concurrencies: &[usize],
+) -> Vec<LoadResult> {
+    let mut results = Vec::new();
+    for &concurrency in concurrencies {
+        let spec = LoadSpec {
+            addr,
+            path: path.to_string(),
+            content_type: "application/json",
+            body: Bytes::from_static(body.as_bytes()),
+            concurrency,
+            warmup: options.warmup,
+            window: options.window,
+        };
+        let result = loadgen::run(&spec).await.expect("load point runs");
+        print_row(name, &result);
+        results.push(result);
+    }
+    results
+}
+
+/// Rows per second the engine alone sustains on `model`, at the best of
+/// several batch sizes, with `threads` intra-op threads.
+fn engine_limit(model: &Path, threads: usize, window: Duration) -> (usize, f64) {
+    let settings =
+        SessionSettings { intra_op_threads: threads, optimization: OptimizationLevel::All };
+    let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
+    let mut best = (0, 0.0);
+    for batch in [1usize, 8, 16, 32, 64] {
+        let input = Tensor {
+            shape: vec![batch as i64, 10],
+            data: TensorData::Fp32(vec![0.25; batch * 10]),
+        };
+        let inputs = [input];
+        for _ in 0..10 {
+            instance.run(&inputs).unwrap();
+        }
+        let started = Instant::now();
+        let mut calls = 0;
+        while started.elapsed() < window {
+            instance.run(&inputs).unwrap();
+            calls += 1;
+        }
+        let rows_per_sec = (calls * batch) as f64 / started.elapsed().as_secs_f64();
+        println!("{:<34} {:>5} {:>10.0} rows/s", "engine in-process, batch", batch, rows_per_sec);
+        if rows_per_sec > best.1 {
+            best = (batch, rows_per_sec);
+        }
+    }
+    best
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
+}
+
+fn at(results: &[LoadResult], concurrency: usize) -> &LoadResult {
+    results.iter().find(|r| r.concurrency == concurrency).unwrap()
+}
+
+/// One side of a comparison: a server and the request it is driven with.
+struct Target {
+    name: &'static str,
+    addr: std::net::SocketAddr,
+    path: &'static str,
+    body: &'static str,
+}
+
+/// Measures `a` and `b` alternately, `rounds` times, at one concurrency, and
+/// returns the median of the per-round ratios of `metric(a) / metric(b)`.
+fn compare(
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+    concurrency: usize,
+    a: &Target,
+    b: &Target,
+    metric: impl Fn(&LoadResult) -> f64,
+) -> f64 {
+    let mut ratios = Vec::new();
+    for _ in 0..options.rounds {
+        let ra =
+            runtime.block_on(sweep_at(a.name, a.addr, a.path, a.body, options, &[concurrency]));
+        let rb =
+            runtime.block_on(sweep_at(b.name, b.addr, b.path, b.body, options, &[concurrency]));
+        ratios.push(metric(&ra[0]) / metric(&rb[0]));
+    }
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
+fn throughput(r: &LoadResult) -> f64 {
+    r.throughput()
+}
+
+fn median_latency(r: &LoadResult) -> f64 {
+    r.quantile_ms(0.5)
+}
+
+fn main() {
+    let options = options();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "inferd serving benchmark: {cores} cores, window {:?}, {} rounds per ratio, load average {}",
+        options.window,
+        options.rounds,
+        loadavg()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bundled = root.join("models/clinical-risk/1/model.onnx");
+
+    let baseline = Baseline::start();
+    let risk_on = Inferd::start(&repository("risk-on", &bundled, "clinical-risk", ""));
+    let risk_off =
+        Inferd::start(&repository("risk-off", &bundled, "clinical-risk", "max_batch_size = 0\n"));
+    let base = Target {
+        name: "baseline axum, parse + constant",
+        addr: baseline.addr,
+        path: "/predict/risk",
+        body: RISK_BODY,
+    };
+    let on = Target {
+        name: "risk, batching on",
+        addr: risk_on.addr,
+        path: "/predict/risk",
+        body: RISK_BODY,
+    };
+    let off = Target {
+        name: "risk, batching off",
+        addr: risk_off.addr,
+        path: "/predict/risk",
+        body: RISK_BODY,
+    };
+
+    print_header();
+    for target in [&base, &on, &off] {
+        runtime.block_on(sweep(target.name, target.addr, target.path, target.body, &options));
+    }
+    println!();
+    println!("ratios, each the median of {} alternating rounds:", options.rounds);
+    print_header();
+    let thin = compare(&runtime, &options, 64, &on, &base, throughput);
+    let idle = compare(&runtime, &options, 1, &on, &off, median_latency);
+    println!("load average {}", loadavg());
+    println!("thin front end: risk / baseline throughput at c=64 = {thin:.2} (target >= 0.70)");
+    println!(
+        "idle penalty (risk): median latency at c=1, batching on / off = {idle:.2} (target <= 1.10)"
+    );
+    drop((baseline, risk_on, risk_off));
+
+    let Some(heavy) = options.heavy_model.clone() else {
+        println!("no --heavy-model given: skipping the heavy MLP (scripts/bench.sh builds it)");
+        return;
+    };
+    println!();
+    println!("heavy MLP: one instance with {} intra-op thread(s)", options.mlp_threads.unwrap_or(cores));
+    let threads = options.mlp_threads.unwrap_or(cores);
+    let config_on =
+        format!("max_batch_size = 64\n[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
+    let config_off =
+        format!("max_batch_size = 0\n[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
+    let mlp_on = Inferd::start(&repository("mlp-on", &heavy, "mlp", &config_on));
+    let mlp_off = Inferd::start(&repository("mlp-off", &heavy, "mlp", &config_off));
+    let path = "/v2/models/mlp/infer";
+    let on = Target { name: "mlp, batching on", addr: mlp_on.addr, path, body: MLP_BODY };
+    let off = Target { name: "mlp, batching off", addr: mlp_off.addr, path, body: MLP_BODY };
+    println!();
+    print_header();
+    let mut heavy_on = Vec::new();
+    for target in [&on, &off] {
+        let results =
+            runtime.block_on(sweep(target.name, target.addr, target.path, target.body, &options));
+        if target.name == on.name {
+            heavy_on = results;
+        }
+    }
+    println!();
+    println!("ratios, each the median of {} alternating rounds:", options.rounds);
+    print_header();
+    let gain = compare(&runtime, &options, 64, &on, &off, throughput);
+    let idle = compare(&runtime, &options, 1, &on, &off, median_latency);
+    drop((mlp_on, mlp_off));
+    let (best_batch, limit) =
+        engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
+    let served = at(&heavy_on, 64).throughput();
+
+    println!();
+    println!("load average {}", loadavg());
+    println!("batching gain (mlp): throughput at c=64, on / off = {gain:.2} (target >= 2.5)");
+    println!("idle penalty (mlp): median latency at c=1, on / off = {idle:.2} (target <= 1.10)");
+    println!(
+        "close to the engine: mlp at c=64 {served:.0} rows/s / engine limit {limit:.0} rows/s (batch {best_batch}) = {:.2} (target >= 0.85)",
+        served / limit
+    );
+}

@@ -1,0 +1,132 @@
+//! A closed-loop HTTP load generator for inferd's benchmarks.
+//!
+//! `concurrency` connections each send one request, wait for the whole
+//! answer, and send the next, until the window closes. Latencies go into an
+//! HDR histogram (microseconds, three significant figures). A warm-up runs
+//! first and is not counted. The generator shares the machine with the server
+//! it measures, so compare its figures as ratios taken in one run.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use tokio::net::TcpStream;
+
+/// One load point.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub addr: std::net::SocketAddr,
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+/// What one load point measured.
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    pub concurrency: usize,
+    pub ok: u64,
+    /// Answers other than 200, and transport failures.
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_us: Histogram<u64>,
+}
+
+impl LoadResult {
+    pub fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// A latency quantile in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs one load point: warm-up, then the measured window.
+pub async fn run(spec: &LoadSpec) -> std::io::Result<LoadResult> {
+    let warmup_end = Instant::now() + spec.warmup;
+    let end = warmup_end + spec.window;
+    let mut tasks = Vec::with_capacity(spec.concurrency);
+    for _ in 0..spec.concurrency {
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move { connection(&spec, warmup_end, end).await }));
+    }
+    let mut result = LoadResult {
+        concurrency: spec.concurrency,
+        ok: 0,
+        errors: 0,
+        elapsed: spec.window,
+        latency_us: new_histogram(),
+    };
+    for task in tasks {
+        let (ok, errors, histogram) = task.await.map_err(std::io::Error::other)??;
+        result.ok += ok;
+        result.errors += errors;
+        result.latency_us.add(histogram).map_err(std::io::Error::other)?;
+    }
+    Ok(result)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// One keep-alive connection's loop; reconnects when the server closes it.
+async fn connection(
+    spec: &LoadSpec,
+    warmup_end: Instant,
+    end: Instant,
+) -> std::io::Result<(u64, u64, Histogram<u64>)> {
+    let mut histogram = new_histogram();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    let mut sender = connect(spec.addr).await?;
+    while Instant::now() < end {
+        let request = Request::post(spec.path.as_str())
+            .header("host", "inferd")
+            .header("content-type", spec.content_type)
+            .body(Full::new(spec.body.clone()))
+            .map_err(std::io::Error::other)?;
+        let sent = Instant::now();
+        let outcome = match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let drained = response.into_body().collect().await.is_ok();
+                status == 200 && drained
+            }
+            Err(_) => false,
+        };
+        let done = Instant::now();
+        if done >= warmup_end && sent >= warmup_end {
+            if outcome {
+                ok += 1;
+                let _ = histogram.record(done.duration_since(sent).as_micros().max(1) as u64);
+            } else {
+                errors += 1;
+            }
+        }
+        if !outcome && sender.is_closed() {
+            sender = connect(spec.addr).await?;
+        }
+    }
+    Ok((ok, errors, histogram))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Sender> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
