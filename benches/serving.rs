@@ -357,7 +357,10 @@ fn main() {
         return;
     };
     println!();
-    println!("heavy MLP: one instance with {} intra-op thread(s)", options.mlp_threads.unwrap_or(cores));
+    println!(
+        "heavy MLP: one instance with {} intra-op thread(s)",
+        options.mlp_threads.unwrap_or(cores)
+    );
     let threads = options.mlp_threads.unwrap_or(cores);
     let config_on =
         format!("max_batch_size = 64\n[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");

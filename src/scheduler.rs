@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{BatchItem, EngineError, Instance};
+use crate::engine::{Batch, EngineError, Instance};
 use crate::tensor::Tensor;
 
 /// How an instance forms batches.
@@ -44,6 +44,10 @@ pub struct Job {
     pub inputs: Vec<Tensor>,
     /// Indices of the outputs to return, in the order the client asked.
     pub outputs: Vec<usize>,
+    /// Where those outputs are written, one tensor per index in `outputs`;
+    /// taken from the scheduler's [`ResultPool`] so that their buffers are
+    /// reused from request to request.
+    pub results: Vec<Tensor>,
     /// Rows along the batch dimension (1 for models that do not batch).
     pub rows: usize,
     pub enqueued: Instant,
@@ -107,12 +111,40 @@ impl SchedulerStats {
     }
 }
 
+/// Result tensors handed back after use, so that the next request writes its
+/// outputs into buffers that already have the room. Bounded: past its size,
+/// returned sets are simply freed.
+pub struct ResultPool {
+    tx: Sender<Vec<Tensor>>,
+    rx: Receiver<Vec<Tensor>>,
+}
+
+impl ResultPool {
+    fn new(size: usize) -> ResultPool {
+        let (tx, rx) = crossbeam_channel::bounded(size);
+        ResultPool { tx, rx }
+    }
+
+    /// A set of `n` result tensors; reused ones keep their buffers.
+    pub fn take(&self, n: usize) -> Vec<Tensor> {
+        let mut results = self.rx.try_recv().unwrap_or_default();
+        results.truncate(n);
+        results.resize_with(n, Tensor::empty);
+        results
+    }
+
+    pub fn give_back(&self, results: Vec<Tensor>) {
+        let _ = self.tx.try_send(results);
+    }
+}
+
 pub struct Scheduler {
     /// `None` only while dropping: closing the queue is what stops the threads.
     queue: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     policy: Arc<BatchPolicy>,
     stats: Arc<SchedulerStats>,
+    results: Arc<ResultPool>,
 }
 
 impl Scheduler {
@@ -133,7 +165,10 @@ impl Scheduler {
                 .spawn(move || Worker::new(instance, rx, policy, stats).run())?;
             workers.push(handle);
         }
-        Ok(Scheduler { queue: Some(tx), workers, policy, stats })
+        // Enough result sets for every request that can be in flight at once.
+        let results =
+            Arc::new(ResultPool::new(policy.queue_size + policy.max_batch_size.max(1) * 4));
+        Ok(Scheduler { queue: Some(tx), workers, policy, stats, results })
     }
 
     /// Hands `job` to the queue without waiting.
@@ -156,6 +191,10 @@ impl Scheduler {
 
     pub fn stats(&self) -> &SchedulerStats {
         &self.stats
+    }
+
+    pub fn results(&self) -> &Arc<ResultPool> {
+        &self.results
     }
 }
 
@@ -250,15 +289,16 @@ impl Worker {
     /// rejects does not fail the others.
     fn execute(&mut self, rows: usize) {
         let started = Instant::now();
-        let result = run_jobs(&mut self.instance, &self.batch);
+        let result = self.instance.run_batch(&mut Jobs(&mut self.batch));
         let compute_time = started.elapsed();
         match result {
-            Ok(outputs) => {
+            Ok(()) => {
                 SchedulerStats::add(&self.stats.executions, 1);
                 SchedulerStats::add(&self.stats.requests, self.batch.len() as u64);
                 SchedulerStats::add(&self.stats.rows, rows as u64);
-                for (job, outputs) in self.batch.drain(..).zip(outputs) {
+                for job in self.batch.drain(..) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
+                    let outputs = job.results;
                     let answer = Answer { outputs, queue_time, compute_time, batch_rows: rows };
                     // The client may have gone while the engine ran; nobody is left to tell.
                     let _ = job.reply.send(Ok(answer));
@@ -303,28 +343,26 @@ fn same_item_shape(a: &Job, b: &Job) -> bool {
     a.inputs.iter().zip(&b.inputs).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
 }
 
-/// One engine call for `jobs`; each job's requested outputs, in its order.
-fn run_jobs(instance: &mut Instance, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>, EngineError> {
-    let items: Vec<BatchItem<'_>> =
-        jobs.iter().map(|j| BatchItem { inputs: &j.inputs, rows: j.rows }).collect();
-    let mut slots: Vec<Vec<Option<Tensor>>> =
-        jobs.iter().map(|j| vec![None; j.outputs.len()]).collect();
-    instance.run_batch(&items, |item, output, tensor| {
-        if let Some(pos) = jobs[item].outputs.iter().position(|&o| o == output) {
-            slots[item][pos] = Some(tensor);
-        }
-    })?;
-    slots
-        .into_iter()
-        .map(|outputs| {
-            outputs
-                .into_iter()
-                .map(|t| {
-                    t.ok_or_else(|| {
-                        EngineError::Run("an output was missing from the run".to_string())
-                    })
-                })
-                .collect()
-        })
-        .collect()
+/// A batch of jobs as the engine sees it: inputs to read, result tensors to
+/// write.
+struct Jobs<'a>(&'a mut [Job]);
+
+impl Batch for Jobs<'_> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn inputs(&self, item: usize) -> &[Tensor] {
+        &self.0[item].inputs
+    }
+
+    fn rows(&self, item: usize) -> usize {
+        self.0[item].rows
+    }
+
+    fn output(&mut self, item: usize, output: usize) -> Option<&mut Tensor> {
+        let job = &mut self.0[item];
+        let position = job.outputs.iter().position(|&o| o == output)?;
+        job.results.get_mut(position)
+    }
 }

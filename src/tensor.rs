@@ -150,6 +150,48 @@ macro_rules! define_tensor_data {
                 }
             }
 
+            /// Makes `target` a copy of `self[range]`, reusing its allocation
+            /// when it already holds this element type and has the room.
+            pub fn copy_range_into(&self, range: std::ops::Range<usize>, target: &mut TensorData) {
+                match (self, target) {
+                    $((TensorData::$variant(from), TensorData::$variant(to)) => {
+                        to.clear();
+                        to.extend_from_slice(&from[range]);
+                    })*
+                    (from, target) => {
+                        let mut fresh = TensorData::with_capacity(from.datatype(), range.len())
+                            .expect("a buffer's own type has a buffer form");
+                        from.copy_range_into(range, &mut fresh);
+                        *target = fresh;
+                    }
+                }
+            }
+
+            /// Overwrites `self[offset..]` with `source`; `false` when the
+            /// types differ or `source` does not fit.
+            pub fn write_at(&mut self, offset: usize, source: &TensorData) -> bool {
+                match (self, source) {
+                    $((TensorData::$variant(to), TensorData::$variant(from)) => {
+                        match to.get_mut(offset..offset + from.len()) {
+                            Some(place) => {
+                                place.copy_from_slice(from);
+                                true
+                            }
+                            None => false,
+                        }
+                    })*
+                    _ => false,
+                }
+            }
+
+            /// A buffer of `len` default elements of `datatype`.
+            pub fn zeroed(datatype: DataType, len: usize) -> Option<TensorData> {
+                match datatype {
+                    $(DataType::$variant => Some(TensorData::$variant(vec![<$ty>::default(); len])),)*
+                    _ => None,
+                }
+            }
+
             /// An empty buffer of `datatype` with room for `capacity` elements,
             /// or `None` when the type has no buffer representation.
             pub fn with_capacity(datatype: DataType, capacity: usize) -> Option<TensorData> {
@@ -183,6 +225,11 @@ pub struct Tensor {
 impl Tensor {
     pub fn datatype(&self) -> DataType {
         self.data.datatype()
+    }
+
+    /// A placeholder that holds nothing and has allocated nothing.
+    pub fn empty() -> Tensor {
+        Tensor { shape: Vec::new(), data: TensorData::Bool(Vec::new()) }
     }
 }
 
@@ -225,6 +272,26 @@ mod tests {
         assert_eq!(a.len(), 3);
         a.clear();
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn copy_range_into_reuses_or_replaces_the_target() {
+        let source = TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0]);
+        let mut target = TensorData::Fp32(Vec::with_capacity(8));
+        source.copy_range_into(1..3, &mut target);
+        assert_eq!(target, TensorData::Fp32(vec![2.0, 3.0]));
+        let mut other = TensorData::Int8(vec![9]);
+        source.copy_range_into(0..1, &mut other);
+        assert_eq!(other, TensorData::Fp32(vec![1.0]));
+    }
+
+    #[test]
+    fn write_at_checks_type_and_room() {
+        let mut buffer = TensorData::zeroed(DataType::Int64, 4).unwrap();
+        assert!(buffer.write_at(1, &TensorData::Int64(vec![7, 8])));
+        assert_eq!(buffer, TensorData::Int64(vec![0, 7, 8, 0]));
+        assert!(!buffer.write_at(3, &TensorData::Int64(vec![1, 2])));
+        assert!(!buffer.write_at(0, &TensorData::Int32(vec![1])));
     }
 
     #[test]

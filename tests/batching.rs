@@ -275,8 +275,9 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
             other => panic!("unexpected status {other}"),
         }
     }
-    // One running plus two queued can be admitted at a time.
-    assert!(refused > 0 && ok >= 3, "{ok} answered, {refused} refused");
+    // The queue holds two: at least those are admitted (three when the
+    // instance took the first before the burst arrived); the rest are refused.
+    assert!(refused > 0 && ok >= 2, "{ok} answered, {refused} refused");
     let (status, _) = server.post_json("/v2/models/slow/infer", &slow_request(3.0, None)).await;
     assert_eq!(status, 200, "the model serves again once the queue drains");
     let server = Arc::into_inner(server).unwrap();

@@ -5,9 +5,15 @@
 //! dedicated thread, and nothing here ever runs on the async reactor.
 //!
 //! [`Instance::run_batch`] runs several requests as one call: their inputs are
-//! concatenated along the first (batch) dimension into buffers the instance
-//! keeps from call to call, and each request gets its own rows of the outputs.
+//! concatenated along the first (batch) dimension and each request gets its
+//! own rows of every output it asked for. For a batched model whose other
+//! dimensions are fixed, the instance runs through [`raw`]: inputs are copied
+//! into buffers it owns, sized for its largest batch, and ONNX Runtime writes
+//! outputs into buffers it owns too, so once every batch size has been met a
+//! call allocates nothing. Other models take `ort`'s safe path, which
+//! allocates per call.
 
+mod raw;
 pub mod runtime;
 pub mod session;
 
@@ -28,102 +34,142 @@ pub enum EngineError {
     Run(String),
 }
 
-/// One request's part of a batch: its inputs (one per signature input, in
-/// signature order, already validated) and its rows along the batch dimension.
-pub struct BatchItem<'a> {
-    pub inputs: &'a [Tensor],
-    pub rows: usize,
+/// The requests of one engine call, as the engine sees them.
+pub trait Batch {
+    fn len(&self) -> usize;
+    /// One tensor per signature input, in signature order, validated.
+    fn inputs(&self, item: usize) -> &[Tensor];
+    /// The item's rows along the batch dimension.
+    fn rows(&self, item: usize) -> usize;
+    /// Where the item's part of output `output` goes; `None` when the item
+    /// did not ask for that output.
+    fn output(&mut self, item: usize, output: usize) -> Option<&mut Tensor>;
 }
 
 /// One loaded copy of a model, ready to run.
 pub struct Instance {
     session: Session,
     signature: Signature,
-    /// Concatenated inputs of the current batch, one buffer per input; kept
-    /// between calls so that, once the largest batch has been seen, building a
-    /// batch copies but does not allocate.
-    batch_inputs: Vec<TensorData>,
-    batch_shapes: Vec<Vec<i64>>,
+    /// The allocation-free path, when the model allows it.
+    fixed: Option<raw::FixedPath>,
 }
 
 impl Instance {
     pub fn load(source: &ModelSource, settings: &SessionSettings) -> Result<Instance, EngineError> {
         let (session, signature) = session::create_session(source, settings)?;
-        let batch_inputs = signature
-            .inputs
-            .iter()
-            // Inputs without a buffer type (FP16, BYTES) are never batched: the
-            // front ends cannot yet deliver them.
-            .map(|s| {
-                TensorData::with_capacity(s.datatype, 0).unwrap_or(TensorData::Bool(Vec::new()))
-            })
-            .collect();
-        let batch_shapes =
-            signature.inputs.iter().map(|s| Vec::with_capacity(s.shape.len())).collect();
-        Ok(Instance { session, signature, batch_inputs, batch_shapes })
+        Ok(Instance { session, signature, fixed: None })
     }
 
     pub fn signature(&self) -> &Signature {
         &self.signature
     }
 
+    /// Sets the instance up to run batches of up to `max_rows` rows without
+    /// allocating. Returns `false`, and leaves the safe path in place, when a
+    /// dimension past the first is free or a type has no buffer form.
+    pub fn prepare_fixed_path(&mut self, max_rows: usize) -> Result<bool, EngineError> {
+        self.fixed = raw::FixedPath::new(&self.signature, max_rows).map_err(EngineError::Load)?;
+        Ok(self.fixed.is_some())
+    }
+
     /// Runs the model once on `inputs` and returns every output, in
-    /// signature order.
+    /// signature order. This is `ort`'s safe path; it allocates.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
-        let feeds =
-            feeds_for(&self.signature, inputs.iter().map(|t| (t.shape.as_slice(), &t.data)))?;
+        let views = inputs.iter().map(|t| (t.shape.as_slice(), &t.data));
+        let feeds = feeds_for(&self.signature, views)?;
         let results = self.session.run(feeds).map_err(run_error)?;
         (0..self.signature.outputs.len())
             .map(|i| extract(&results[self.signature.outputs[i].name.as_str()]).map_err(run_error))
             .collect()
     }
 
-    /// Runs `items` as one engine call and hands `deliver(item, output,
-    /// tensor)` each item's rows of each output. Items must agree on every
-    /// dimension but the first; the scheduler only batches those that do.
-    pub fn run_batch(
-        &mut self,
-        items: &[BatchItem<'_>],
-        mut deliver: impl FnMut(usize, usize, Tensor),
-    ) -> Result<(), EngineError> {
-        if let [only] = items {
-            for (o, tensor) in self.run(only.inputs)?.into_iter().enumerate() {
-                deliver(0, o, tensor);
-            }
-            return Ok(());
-        }
-
-        let total_rows: usize = items.iter().map(|i| i.rows).sum();
-        for (i, (buffer, shape)) in
-            self.batch_inputs.iter_mut().zip(&mut self.batch_shapes).enumerate()
+    /// Runs every item of `batch` in one engine call and writes each item's
+    /// rows of each output it asked for into the place `batch` gives.
+    /// Items must agree on every dimension past the first; the scheduler
+    /// only batches those that do.
+    pub fn run_batch(&mut self, batch: &mut impl Batch) -> Result<(), EngineError> {
+        let total_rows: usize = (0..batch.len()).map(|i| batch.rows(i)).sum();
+        if let Some(fixed) = &mut self.fixed
+            && total_rows <= fixed.max_rows()
         {
-            buffer.clear();
-            for item in items {
-                if !buffer.extend_from(&item.inputs[i].data) {
-                    return Err(EngineError::Run(format!(
-                        "input {i} changed element type inside a batch"
-                    )));
-                }
-            }
-            shape.clear();
-            shape.push(total_rows as i64);
-            shape.extend_from_slice(&items[0].inputs[i].shape[1..]);
+            return fixed.run(&mut self.session, batch, total_rows).map_err(EngineError::Run);
         }
+        self.run_batch_safely(batch, total_rows)
+    }
 
-        let views = self.batch_shapes.iter().map(Vec::as_slice).zip(self.batch_inputs.iter());
-        let feeds = feeds_for(&self.signature, views)?;
-        let results = self.session.run(feeds).map_err(run_error)?;
-        for (o, spec) in self.signature.outputs.iter().enumerate() {
-            split_rows(
-                &results[spec.name.as_str()],
-                &spec.name,
-                items,
-                total_rows,
-                |item, tensor| deliver(item, o, tensor),
-            )?;
+    /// The allocating path: concatenate, run through `ort`, split.
+    fn run_batch_safely(
+        &mut self,
+        batch: &mut impl Batch,
+        total_rows: usize,
+    ) -> Result<(), EngineError> {
+        let results = if batch.len() == 1 {
+            self.run(batch.inputs(0))?
+        } else {
+            let mut joined = Vec::with_capacity(self.signature.inputs.len());
+            for (i, spec) in self.signature.inputs.iter().enumerate() {
+                let first = &batch.inputs(0)[i];
+                let mut data =
+                    TensorData::with_capacity(spec.datatype, first.data.len() * batch.len())
+                        .ok_or_else(|| {
+                            EngineError::Run(format!("input {} has no buffer form", spec.name))
+                        })?;
+                for item in 0..batch.len() {
+                    data.extend_from(&batch.inputs(item)[i].data);
+                }
+                let mut shape = first.shape.clone();
+                shape[0] = total_rows as i64;
+                joined.push(Tensor { shape, data });
+            }
+            self.run(&joined)?
+        };
+        for (o, output) in results.iter().enumerate() {
+            let name = &self.signature.outputs[o].name;
+            if batch.len() > 1 && output.shape.first().copied() != Some(total_rows as i64) {
+                return Err(EngineError::Run(format!(
+                    "output {name} has shape {:?}, whose first dimension is not the batch of {total_rows}",
+                    output.shape
+                )));
+            }
+            // A lone request takes the output whole, whatever its shape; in a
+            // batch, each request takes its rows.
+            let single = batch.len() == 1;
+            let row = output.data.len() / total_rows.max(1);
+            let mut start = 0;
+            for item in 0..batch.len() {
+                let rows = batch.rows(item);
+                let end = if single { output.data.len() } else { start + rows * row };
+                if let Some(target) = batch.output(item, o) {
+                    fill(
+                        target,
+                        &output.shape,
+                        (!single).then_some(rows),
+                        &output.data,
+                        start..end,
+                    );
+                }
+                start = end;
+            }
         }
         Ok(())
     }
+}
+
+/// Makes `target` the rows `range` of an output of shape `shape`; `rows`
+/// replaces the first dimension when the output was batched.
+fn fill(
+    target: &mut Tensor,
+    shape: &[i64],
+    rows: Option<usize>,
+    data: &TensorData,
+    range: std::ops::Range<usize>,
+) {
+    target.shape.clear();
+    target.shape.extend_from_slice(shape);
+    if let (Some(rows), Some(first)) = (rows, target.shape.first_mut()) {
+        *first = rows as i64;
+    }
+    data.copy_range_into(range, &mut target.data);
 }
 
 fn run_error(e: ort::Error) -> EngineError {
@@ -154,19 +200,15 @@ fn tensor_view<'v>(shape: &'v [i64], data: &'v TensorData) -> ort::Result<Sessio
     Ok(crate::for_each_buffer_type!(view))
 }
 
-fn output_datatype(value: &DynValue) -> ort::Result<DataType> {
-    value
-        .dtype()
-        .tensor_type()
-        .and_then(session::datatype_from_ort)
-        .ok_or_else(|| ort::Error::new(format!("unsupported output value {:?}", value.dtype())))
-}
-
 /// Copies an output value into an owned tensor.
 fn extract(value: &DynValue) -> ort::Result<Tensor> {
+    let datatype =
+        value.dtype().tensor_type().and_then(session::datatype_from_ort).ok_or_else(|| {
+            ort::Error::new(format!("unsupported output value {:?}", value.dtype()))
+        })?;
     macro_rules! copy_out {
         ($($variant:ident($ty:ty)),* $(,)?) => {
-            match output_datatype(value)? {
+            match datatype {
                 $(DataType::$variant => {
                     let (shape, data) = value.try_extract_tensor::<$ty>()?;
                     Tensor { shape: shape.to_vec(), data: TensorData::$variant(data.to_vec()) }
@@ -176,40 +218,4 @@ fn extract(value: &DynValue) -> ort::Result<Tensor> {
         };
     }
     Ok(crate::for_each_buffer_type!(copy_out))
-}
-
-/// Cuts a batched output into each item's rows.
-fn split_rows(
-    value: &DynValue,
-    name: &str,
-    items: &[BatchItem<'_>],
-    total_rows: usize,
-    mut deliver: impl FnMut(usize, Tensor),
-) -> Result<(), EngineError> {
-    macro_rules! split {
-        ($($variant:ident($ty:ty)),* $(,)?) => {
-            match output_datatype(value).map_err(run_error)? {
-                $(DataType::$variant => {
-                    let (shape, data) = value.try_extract_tensor::<$ty>().map_err(run_error)?;
-                    if shape.first().copied() != Some(total_rows as i64) {
-                        return Err(EngineError::Run(format!(
-                            "output {name} has shape {shape:?}, whose first dimension is not the batch of {total_rows}"
-                        )));
-                    }
-                    let row = data.len() / total_rows;
-                    let mut start = 0;
-                    for (i, item) in items.iter().enumerate() {
-                        let end = start + item.rows * row;
-                        let mut item_shape = shape.to_vec();
-                        item_shape[0] = item.rows as i64;
-                        deliver(i, Tensor { shape: item_shape, data: TensorData::$variant(data[start..end].to_vec()) });
-                        start = end;
-                    }
-                })*
-                other => return Err(EngineError::Run(format!("output {name} of type {other} has no buffer form"))),
-            }
-        };
-    }
-    crate::for_each_buffer_type!(split);
-    Ok(())
 }

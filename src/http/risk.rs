@@ -93,7 +93,7 @@ pub async fn predict(
         timeout: None,
     };
     let output = model.infer(infer).await.map_err(|e| ApiError::from_infer(e, request_id))?;
-    let risk_score = match output.outputs.first().map(|(_, t)| &t.data) {
+    let risk_score = match output.outputs(&model.signature).next().map(|(_, t)| &t.data) {
         Some(TensorData::Fp32(scores)) if scores.len() == 1 => scores[0],
         _ => {
             return Err(ApiError::internal(

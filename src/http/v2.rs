@@ -124,8 +124,12 @@ pub async fn infer(
         .infer(request)
         .await
         .map_err(|e| ApiError::from_infer(e, super::request_id(&request_id)))?;
-    let encoded =
-        v2_json::encode_response(&model.name, model.version, id.as_deref(), &output.outputs);
+    let encoded = v2_json::encode_response(
+        &model.name,
+        model.version,
+        id.as_deref(),
+        output.outputs(&model.signature),
+    );
     let mut response = ([(header::CONTENT_TYPE, "application/json")], encoded).into_response();
     super::add_timing_headers(&mut response, &output);
     Ok(response)

@@ -138,18 +138,17 @@ struct OutputTensorBody<'a> {
 }
 
 /// Serialises an inference response; `outputs` are `(name, tensor)` pairs.
-pub fn encode_response(
+pub fn encode_response<'a>(
     model: &str,
     version: u64,
     id: Option<&str>,
-    outputs: &[(String, Tensor)],
+    outputs: impl Iterator<Item = (&'a str, &'a Tensor)>,
 ) -> Vec<u8> {
     let body = ResponseBody {
         model_name: model,
         model_version: version.to_string(),
         id,
         outputs: outputs
-            .iter()
             .map(|(name, t)| OutputTensorBody {
                 name,
                 datatype: t.datatype().as_str(),

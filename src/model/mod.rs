@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{EngineError, Signature};
-use crate::scheduler::{BatchPolicy, Job, JobError, Scheduler, SubmitError};
+use crate::scheduler::{BatchPolicy, Job, JobError, ResultPool, Scheduler, SubmitError};
 use crate::tensor::Tensor;
 use crate::validate::{InferRequest, ValidationError, batch_rows, validate};
 pub use config::ModelConfig;
@@ -47,14 +47,33 @@ pub enum InferError {
     Engine(Arc<EngineError>),
 }
 
-/// What a successful inference gives back.
+/// What a successful inference gives back. Its tensors go back to the
+/// model's result pool when it is dropped.
 pub struct InferOutput {
-    /// `(name, tensor)` for each output asked for, in the order asked.
-    pub outputs: Vec<(String, Tensor)>,
+    /// Signature indices of the outputs, in the order asked.
+    indices: Vec<usize>,
+    tensors: Vec<Tensor>,
+    pool: Arc<ResultPool>,
     pub queue_time: Duration,
     pub compute_time: Duration,
     /// Rows in the engine call that computed this request.
     pub batch_rows: usize,
+}
+
+impl InferOutput {
+    /// `(name, tensor)` for each output asked for, in the order asked.
+    pub fn outputs<'a>(
+        &'a self,
+        signature: &'a Signature,
+    ) -> impl Iterator<Item = (&'a str, &'a Tensor)> {
+        self.indices.iter().map(|&i| signature.outputs[i].name.as_str()).zip(&self.tensors)
+    }
+}
+
+impl Drop for InferOutput {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.tensors));
+    }
 }
 
 impl ServedModel {
@@ -96,10 +115,12 @@ impl ServedModel {
         let enqueued = Instant::now();
         let deadline = timeout.map(|t| enqueued + t);
         let (reply, answer) = oneshot::channel();
-        let wanted = validated.outputs.clone();
+        let indices = validated.outputs.clone();
+        let results = self.scheduler.results().take(indices.len());
         let job = Job {
             inputs: validated.inputs,
             outputs: validated.outputs,
+            results,
             rows,
             enqueued,
             deadline,
@@ -117,13 +138,10 @@ impl ServedModel {
             Err(JobError::Expired) => return Err(expired()),
             Err(JobError::Engine(e)) => return Err(InferError::Engine(e)),
         };
-        let outputs = wanted
-            .into_iter()
-            .zip(answer.outputs)
-            .map(|(i, t)| (self.signature.outputs[i].name.clone(), t))
-            .collect();
         Ok(InferOutput {
-            outputs,
+            indices,
+            tensors: answer.outputs,
+            pool: Arc::clone(self.scheduler.results()),
             queue_time: answer.queue_time,
             compute_time: answer.compute_time,
             batch_rows: answer.batch_rows,

@@ -139,6 +139,11 @@ fn start_model(
     }
     let signature = instances[0].signature().clone();
     let max_batch_size = config.resolve_max_batch(batchable(&signature))?;
+    if max_batch_size > 0 {
+        for instance in &mut instances {
+            instance.prepare_fixed_path(max_batch_size).map_err(|e| e.to_string())?;
+        }
+    }
 
     let batching = &config.dynamic_batching;
     let mut preferred_batch_sizes = batching.preferred_batch_size.clone().unwrap_or_default();

@@ -1,0 +1,335 @@
+//! Direct calls into ONNX Runtime's C API, for the engine path that must not
+//! allocate.
+//!
+//! `ort`'s safe `Session::run` wraps every input and every output in a fresh
+//! reference-counted value on each call. For a batched model whose dimensions
+//! past the first are fixed, an instance instead owns one buffer per input and
+//! output, sized for its largest batch, and keeps an ONNX Runtime value over
+//! the front of each buffer for every batch size it has met ([`ViewSet`]). A
+//! call hands those values to `OrtApi::Run`, which reads the inputs in place
+//! and writes the outputs into the output buffers. This module is inferd's
+//! only unsafe code; each block states what it relies on.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::ptr::NonNull;
+
+use ort::AsPointer;
+use ort::memory::MemoryInfo;
+use ort::session::Session;
+use ort::value::TensorElementType;
+
+use super::{Batch, Signature, TensorSpec};
+use crate::tensor::{DataType, TensorData, element_count};
+
+/// Buffers and ONNX Runtime values for a batched model whose dimensions past
+/// the first are fixed. Field order matters: the views point into the
+/// buffers, so they are dropped first.
+pub struct FixedPath {
+    /// `views[r - 1]` serves a batch of `r` rows, created when first needed.
+    views: Vec<Option<ViewSet>>,
+    /// One buffer per input and output, sized for `max_rows` rows, never
+    /// resized: the views point into them.
+    inputs: Vec<TensorData>,
+    outputs: Vec<TensorData>,
+    input_rest: Vec<Vec<i64>>,
+    /// Elements per row of each output, and its dimensions past the first.
+    output_row: Vec<usize>,
+    output_rest: Vec<Vec<i64>>,
+    input_names: Names,
+    output_names: Names,
+    memory: MemoryInfo<'static>,
+}
+
+impl FixedPath {
+    /// The path for `signature`, or `None` when a dimension past the first is
+    /// free or a type has no buffer form.
+    pub fn new(signature: &Signature, max_rows: usize) -> Result<Option<FixedPath>, String> {
+        let rest = |spec: &TensorSpec| {
+            let rest = spec.shape.get(1..)?;
+            let fixed = rest.iter().all(|&d| d >= 0) && spec.datatype.json_capable();
+            fixed.then(|| rest.to_vec())
+        };
+        let Some(input_rest) = signature.inputs.iter().map(rest).collect::<Option<Vec<_>>>() else {
+            return Ok(None);
+        };
+        let Some(output_rest) = signature.outputs.iter().map(rest).collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let row = |rest: &Vec<i64>| element_count(rest).ok_or("a tensor's shape is too large");
+        let input_row = input_rest.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let output_row = output_rest.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let buffers = |specs: &[TensorSpec], rows: &[usize]| -> Vec<TensorData> {
+            let zeroed =
+                |(s, &r): (&TensorSpec, &usize)| TensorData::zeroed(s.datatype, r * max_rows);
+            specs.iter().zip(rows).map(|p| zeroed(p).expect("checked above")).collect()
+        };
+        Ok(Some(FixedPath {
+            views: (0..max_rows).map(|_| None).collect(),
+            inputs: buffers(&signature.inputs, &input_row),
+            outputs: buffers(&signature.outputs, &output_row),
+            input_rest,
+            output_row,
+            output_rest,
+            input_names: Names::new(signature.inputs.iter().map(|s| s.name.as_str()))?,
+            output_names: Names::new(signature.outputs.iter().map(|s| s.name.as_str()))?,
+            memory: MemoryInfo::default(),
+        }))
+    }
+
+    pub fn max_rows(&self) -> usize {
+        self.views.len()
+    }
+
+    /// Runs `batch` (of `total_rows` rows, at most [`max_rows`](Self::max_rows))
+    /// and writes each item's rows of each output it asked for.
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        batch: &mut impl Batch,
+        total_rows: usize,
+    ) -> Result<(), String> {
+        // Gather every item's inputs into the front of the buffers.
+        for (i, buffer) in self.inputs.iter_mut().enumerate() {
+            let mut offset = 0;
+            for item in 0..batch.len() {
+                let tensor = &batch.inputs(item)[i];
+                if tensor.shape.get(1..) != Some(self.input_rest[i].as_slice())
+                    || !buffer.write_at(offset, &tensor.data)
+                {
+                    return Err(format!("input {i} does not fit the batch buffer"));
+                }
+                offset += tensor.data.len();
+            }
+        }
+
+        let slot = &mut self.views[total_rows - 1];
+        if slot.is_none() {
+            let shape = |rest: &Vec<i64>| [&[total_rows as i64], rest.as_slice()].concat();
+            let input_shapes: Vec<Vec<i64>> = self.input_rest.iter().map(shape).collect();
+            let output_shapes: Vec<Vec<i64>> = self.output_rest.iter().map(shape).collect();
+            // SAFETY: the buffers hold `max_rows` rows, at least `total_rows`;
+            // they are never resized, and the views are dropped before them
+            // (field order above).
+            let views = unsafe {
+                ViewSet::new(
+                    &self.memory,
+                    &mut self.inputs,
+                    &input_shapes,
+                    &mut self.outputs,
+                    &output_shapes,
+                )
+            }?;
+            *slot = Some(views);
+        }
+        let views = slot.as_mut().expect("just filled");
+        run(session, &self.input_names, &self.output_names, views)?;
+
+        // Hand each item its rows of each output.
+        for (o, buffer) in self.outputs.iter().enumerate() {
+            let row = self.output_row[o];
+            let mut start = 0;
+            for item in 0..batch.len() {
+                let rows = batch.rows(item);
+                let end = start + rows * row;
+                if let Some(target) = batch.output(item, o) {
+                    target.shape.clear();
+                    target.shape.push(rows as i64);
+                    target.shape.extend_from_slice(&self.output_rest[o]);
+                    buffer.copy_range_into(start..end, &mut target.data);
+                }
+                start = end;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names as the C API takes them: an array of pointers to NUL-terminated
+/// strings, owned together.
+struct Names {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+// SAFETY: the pointers point into `_owned`, which moves with them and is
+// never mutated; the strings are only read.
+unsafe impl Send for Names {}
+
+impl Names {
+    fn new<'a>(names: impl Iterator<Item = &'a str>) -> Result<Names, String> {
+        let owned: Vec<CString> = names
+            .map(|n| CString::new(n).map_err(|_| format!("tensor name {n:?} holds a NUL byte")))
+            .collect::<Result<_, _>>()?;
+        let ptrs = owned.iter().map(|c| c.as_ptr()).collect();
+        Ok(Names { _owned: owned, ptrs })
+    }
+}
+
+/// ONNX Runtime values over the fronts of an instance's buffers, shaped for
+/// one batch size: one per input, one per output, in signature order.
+struct ViewSet {
+    inputs: Vec<NonNull<ort::sys::OrtValue>>,
+    outputs: Vec<NonNull<ort::sys::OrtValue>>,
+}
+
+// SAFETY: an OrtValue may be used from any thread; a ViewSet is only ever
+// used by the one instance thread that owns it.
+unsafe impl Send for ViewSet {}
+
+impl ViewSet {
+    /// Values over `inputs` and `outputs` with the given shapes.
+    ///
+    /// # Safety
+    /// Each buffer must hold at least as many elements as its shape, and must
+    /// neither move nor be resized nor be freed while the set lives: the
+    /// values point into the buffers' heap memory.
+    unsafe fn new(
+        memory: &MemoryInfo,
+        inputs: &mut [TensorData],
+        input_shapes: &[Vec<i64>],
+        outputs: &mut [TensorData],
+        output_shapes: &[Vec<i64>],
+    ) -> Result<ViewSet, String> {
+        let mut set = ViewSet { inputs: Vec::new(), outputs: Vec::new() };
+        for (buffer, shape) in inputs.iter_mut().zip(input_shapes) {
+            // SAFETY: forwarded from this function's contract.
+            set.inputs.push(unsafe { value_over(memory, buffer, shape)? });
+        }
+        for (buffer, shape) in outputs.iter_mut().zip(output_shapes) {
+            // SAFETY: as above.
+            set.outputs.push(unsafe { value_over(memory, buffer, shape)? });
+        }
+        Ok(set)
+    }
+}
+
+impl Drop for ViewSet {
+    fn drop(&mut self) {
+        let api = ort::api();
+        for value in self.inputs.iter().chain(&self.outputs) {
+            // SAFETY: each value was created by CreateTensorWithDataAsOrtValue
+            // and is released exactly once, here.
+            unsafe { (api.ReleaseValue)(value.as_ptr()) };
+        }
+    }
+}
+
+/// An ONNX Runtime tensor value over the front of `buffer`, with `shape`.
+///
+/// # Safety
+/// As for [`ViewSet::new`].
+unsafe fn value_over(
+    memory: &MemoryInfo,
+    buffer: &mut TensorData,
+    shape: &[i64],
+) -> Result<NonNull<ort::sys::OrtValue>, String> {
+    let elements: usize = shape.iter().map(|&d| d as usize).product();
+    let (data, bytes, ty) = raw_parts(buffer);
+    if bytes < elements * element_size(ty) {
+        return Err(format!("buffer of {bytes} bytes is too small for shape {shape:?}"));
+    }
+    let mut out: *mut ort::sys::OrtValue = std::ptr::null_mut();
+    // SAFETY: `memory` is a valid CPU memory info; `data` points to at least
+    // `bytes` bytes that outlive the value (caller's contract); `shape` is
+    // read during the call only.
+    let status = unsafe {
+        (ort::api().CreateTensorWithDataAsOrtValue)(
+            memory.ptr(),
+            data,
+            elements * element_size(ty),
+            shape.as_ptr(),
+            shape.len(),
+            ty.into(),
+            &mut out,
+        )
+    };
+    check(status)?;
+    NonNull::new(out).ok_or_else(|| "ONNX Runtime returned no value".to_string())
+}
+
+/// Runs `session` on `views`: inputs are read from, and outputs written into,
+/// the buffers the views point at.
+fn run(
+    session: &mut Session,
+    input_names: &Names,
+    output_names: &Names,
+    views: &mut ViewSet,
+) -> Result<(), String> {
+    assert_eq!(input_names.ptrs.len(), views.inputs.len());
+    assert_eq!(output_names.ptrs.len(), views.outputs.len());
+    // SAFETY: the session is borrowed mutably, so no other run is in
+    // progress on it; the name and value arrays have the lengths passed and
+    // live across the call; NonNull<OrtValue> has the layout of a pointer;
+    // non-null outputs tell ONNX Runtime to write into them.
+    let status = unsafe {
+        (ort::api().Run)(
+            session.ptr_mut(),
+            std::ptr::null(),
+            input_names.ptrs.as_ptr(),
+            views.inputs.as_ptr().cast::<*const ort::sys::OrtValue>(),
+            views.inputs.len(),
+            output_names.ptrs.as_ptr(),
+            output_names.ptrs.len(),
+            views.outputs.as_mut_ptr().cast::<*mut ort::sys::OrtValue>(),
+        )
+    };
+    check(status)
+}
+
+/// Turns a status into a result, releasing it.
+fn check(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status is valid until released; its message is a
+    // NUL-terminated string owned by the status, copied before the release.
+    unsafe {
+        let message =
+            CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+        (api.ReleaseStatus)(status.0);
+        Err(message)
+    }
+}
+
+fn raw_parts(buffer: &mut TensorData) -> (*mut c_void, usize, TensorElementType) {
+    let ty = element_type(buffer.datatype());
+    macro_rules! parts {
+        ($($variant:ident($ty:ty)),* $(,)?) => {
+            match buffer {
+                $(TensorData::$variant(v) => (v.as_mut_ptr().cast::<c_void>(), v.len() * size_of::<$ty>(), ty),)*
+            }
+        };
+    }
+    crate::for_each_buffer_type!(parts)
+}
+
+fn element_type(datatype: DataType) -> TensorElementType {
+    match datatype {
+        DataType::Bool => TensorElementType::Bool,
+        DataType::Uint8 => TensorElementType::Uint8,
+        DataType::Uint16 => TensorElementType::Uint16,
+        DataType::Uint32 => TensorElementType::Uint32,
+        DataType::Uint64 => TensorElementType::Uint64,
+        DataType::Int8 => TensorElementType::Int8,
+        DataType::Int16 => TensorElementType::Int16,
+        DataType::Int32 => TensorElementType::Int32,
+        DataType::Int64 => TensorElementType::Int64,
+        DataType::Fp16 => TensorElementType::Float16,
+        DataType::Bf16 => TensorElementType::Bfloat16,
+        DataType::Fp32 => TensorElementType::Float32,
+        DataType::Fp64 => TensorElementType::Float64,
+        DataType::Bytes => TensorElementType::String,
+    }
+}
+
+fn element_size(ty: TensorElementType) -> usize {
+    match ty {
+        TensorElementType::Bool | TensorElementType::Uint8 | TensorElementType::Int8 => 1,
+        TensorElementType::Uint16 | TensorElementType::Int16 => 2,
+        TensorElementType::Uint32 | TensorElementType::Int32 | TensorElementType::Float32 => 4,
+        _ => 8,
+    }
+}
