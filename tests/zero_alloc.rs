@@ -57,10 +57,14 @@ static GLOBAL: Counting = Counting;
 const MAX_BATCH: usize = 16;
 
 fn scheduler() -> Scheduler {
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models/dyn_batch/1/model.onnx");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models/dyn_batch/1/model.onnx");
     let settings = SessionSettings { intra_op_threads: 1, optimization: OptimizationLevel::All };
     let mut instance = Instance::load(&ModelSource::File(model), &settings).unwrap();
-    assert!(instance.prepare_fixed_path(MAX_BATCH).unwrap(), "dyn_batch has fixed non-batch dimensions");
+    assert!(
+        instance.prepare_fixed_path(MAX_BATCH).unwrap(),
+        "dyn_batch has fixed non-batch dimensions"
+    );
     let policy = BatchPolicy {
         max_batch_size: MAX_BATCH,
         max_queue_delay: Duration::ZERO,
@@ -74,7 +78,8 @@ type Reply = oneshot::Receiver<Result<Answer, JobError>>;
 
 /// A validated request of `rows` rows whose values identify it.
 fn job(scheduler: &Scheduler, id: usize, rows: usize) -> (Job, Reply) {
-    let data: Vec<f32> = (0..rows * 4).map(|k| (id % 97) as f32 * 0.01 + k as f32 * 0.001).collect();
+    let data: Vec<f32> =
+        (0..rows * 4).map(|k| (id % 97) as f32 * 0.01 + k as f32 * 0.001).collect();
     let (reply, answer) = oneshot::channel();
     let job = Job {
         inputs: vec![Tensor { shape: vec![rows as i64, 4], data: TensorData::Fp32(data) }],
@@ -94,7 +99,9 @@ fn expected(input: &[f32]) -> Vec<f32> {
     let b = [0.05f32, -0.05];
     input
         .chunks(4)
-        .flat_map(|r| (0..2).map(move |j| ((0..4).map(|k| r[k] * w[k][j]).sum::<f32>() + b[j]).tanh()))
+        .flat_map(|r| {
+            (0..2).map(move |j| ((0..4).map(|k| r[k] * w[k][j]).sum::<f32>() + b[j]).tanh())
+        })
         .collect()
 }
 
@@ -163,6 +170,12 @@ fn steady_state_requests_allocate_nothing() {
     let stats = scheduler.stats();
     let executions = inferd::scheduler::SchedulerStats::get(&stats.executions);
     let computed = inferd::scheduler::SchedulerStats::get(&stats.requests);
-    assert!(executions < computed, "requests were never batched: {executions} calls for {computed}");
-    assert_eq!(allocations, 0, "{allocations} heap allocations over {requests} requests in steady state");
+    assert!(
+        executions < computed,
+        "requests were never batched: {executions} calls for {computed}"
+    );
+    assert_eq!(
+        allocations, 0,
+        "{allocations} heap allocations over {requests} requests in steady state"
+    );
 }

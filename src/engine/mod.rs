@@ -56,7 +56,17 @@ pub struct Instance {
 
 impl Instance {
     pub fn load(source: &ModelSource, settings: &SessionSettings) -> Result<Instance, EngineError> {
-        let (session, signature) = session::create_session(source, settings)?;
+        Instance::load_shared(source, settings, None)
+    }
+
+    /// Loads an instance whose pre-packed weights live in `shared`, which
+    /// every instance of the same model is given.
+    pub fn load_shared(
+        source: &ModelSource,
+        settings: &SessionSettings,
+        shared: Option<&ort::session::builder::PrepackedWeights>,
+    ) -> Result<Instance, EngineError> {
+        let (session, signature) = session::create_session(source, settings, shared)?;
         Ok(Instance { session, signature, fixed: None })
     }
 

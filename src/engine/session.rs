@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::value::{TensorElementType, ValueType};
 
 use super::EngineError;
@@ -85,10 +85,13 @@ impl Signature {
     }
 }
 
-/// Creates one session for `source` and reads its signature.
+/// Creates one session for `source` and reads its signature. Sessions given
+/// the same `shared` container keep one copy of their pre-packed weights
+/// between them, so N instances of a model do not cost N copies.
 pub fn create_session(
     source: &ModelSource,
     settings: &SessionSettings,
+    shared: Option<&PrepackedWeights>,
 ) -> Result<(Session, Signature), EngineError> {
     let env = super::runtime::environment().map_err(|e| EngineError::Load(e.to_string()))?;
     let load = |e: ort::Error<_>| EngineError::Load(e.to_string());
@@ -103,6 +106,9 @@ pub fn create_session(
         // which for small models is the real bottleneck.
         .with_intra_op_spinning(false)
         .map_err(load)?;
+    if let Some(weights) = shared {
+        builder = builder.with_prepacked_weights(weights).map_err(load)?;
+    }
     let session = match source {
         ModelSource::File(path) => builder.commit_from_file(path),
         ModelSource::Embedded(bytes) => builder.commit_from_memory(bytes),

@@ -132,8 +132,16 @@ fn start_model(
 ) -> Result<ServedModel, String> {
     let session_settings = config.session_settings();
     let mut instances = Vec::with_capacity(config.instance_count());
+    // Instances share one pre-packed weights container, as ONNX Runtime
+    // offers. Measured on a 10-1024-1024-1024-1 MLP (8.4 MB of weights): four
+    // instances took 94.5 MB of resident memory with or without it, against
+    // 55.7 MB for one, so each session still holds its own copy of the
+    // initializers. Sharing those needs inferd to own the weight tensors and
+    // hand them to every session (ONNX Runtime's AddInitializer), which it
+    // does not do yet.
+    let shared_weights = ort::session::builder::PrepackedWeights::new();
     for _ in 0..config.instance_count() {
-        let instance = Instance::load(&source, &session_settings)
+        let instance = Instance::load_shared(&source, &session_settings, Some(&shared_weights))
             .map_err(|e| format!("{}: {e}", source.describe()))?;
         instances.push(instance);
     }
