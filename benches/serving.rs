@@ -1,15 +1,20 @@
 //! inferd's serving benchmark: throughput and latency over HTTP, as ratios
 //! measured in one run on one machine.
 //!
-//! Run it with `scripts/bench.sh` (which builds the heavy model first), or
-//! `cargo bench --bench serving -- --heavy-model DIR/mlp/1/model.onnx`.
+//! Run it with `scripts/bench.sh`, which builds the heavy models first, or
+//! `cargo bench --bench serving -- --models DIR` with DIR written by
+//! `benches/make_mlp.py`.
 //!
 //! What it measures, each at concurrencies 1, 16 and 64:
 //! - `POST /predict/risk` on the bundled model, batching on and off, and a
 //!   minimal axum server that parses the same JSON and answers a constant;
 //! - v2 JSON inference on the heavy MLP, batching on and off;
 //! - the engine's own limit on the heavy MLP in this process: rows per second
-//!   at the best batch size, with the server's intra-op thread count.
+//!   at the best batch size, with the server's intra-op thread count (the
+//!   server then batches up to that size);
+//! - overload: a slow model offered ten times what it sustains, at a fixed
+//!   rate, with latencies counted from each request's due time and the
+//!   server's resident memory sampled throughout.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -27,7 +32,7 @@ const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 struct Options {
     window: Duration,
     warmup: Duration,
-    heavy_model: Option<PathBuf>,
+    models: Option<PathBuf>,
     /// Times each compared pair is measured, alternating, for the ratios.
     rounds: usize,
     /// Intra-op threads of the heavy model's one instance, in the server and
@@ -39,7 +44,7 @@ fn options() -> Options {
     let mut options = Options {
         window: Duration::from_secs(5),
         warmup: Duration::from_secs(1),
-        heavy_model: None,
+        models: None,
         rounds: 3,
         mlp_threads: None,
     };
@@ -49,7 +54,7 @@ fn options() -> Options {
             "--window-secs" => {
                 options.window = Duration::from_secs_f64(args.next().unwrap().parse().unwrap())
             }
-            "--heavy-model" => options.heavy_model = args.next().map(PathBuf::from),
+            "--models" => options.models = args.next().map(PathBuf::from),
             "--rounds" => options.rounds = args.next().unwrap().parse().unwrap(),
             "--mlp-threads" => options.mlp_threads = args.next().map(|n| n.parse().unwrap()),
             "--baseline-server" => {
@@ -352,26 +357,25 @@ fn main() {
     );
     drop((baseline, risk_on, risk_off));
 
-    let Some(heavy) = options.heavy_model.clone() else {
-        println!("no --heavy-model given: skipping the heavy MLP (scripts/bench.sh builds it)");
+    let Some(models) = options.models.clone() else {
+        println!("no --models given: skipping the heavy models (scripts/bench.sh builds them)");
         return;
     };
-    println!();
-    println!(
-        "heavy MLP: one instance with {} intra-op thread(s)",
-        options.mlp_threads.unwrap_or(cores)
-    );
+    let heavy = models.join("mlp/1/model.onnx");
     let threads = options.mlp_threads.unwrap_or(cores);
-    let config_on =
-        format!("max_batch_size = 64\n[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
-    let config_off =
-        format!("max_batch_size = 0\n[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
+    println!();
+    println!("heavy MLP: one instance with {threads} intra-op thread(s)");
+    let (best_batch, limit) =
+        engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
+    let instance = format!("[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
+    let config_on = format!("max_batch_size = {best_batch}\n{instance}");
+    let config_off = format!("max_batch_size = 0\n{instance}");
     let mlp_on = Inferd::start(&repository("mlp-on", &heavy, "mlp", &config_on));
     let mlp_off = Inferd::start(&repository("mlp-off", &heavy, "mlp", &config_off));
     let path = "/v2/models/mlp/infer";
     let on = Target { name: "mlp, batching on", addr: mlp_on.addr, path, body: MLP_BODY };
     let off = Target { name: "mlp, batching off", addr: mlp_off.addr, path, body: MLP_BODY };
-    println!();
+    println!("server max_batch_size = {best_batch}, the engine's best batch");
     print_header();
     let mut heavy_on = Vec::new();
     for target in [&on, &off] {
@@ -387,8 +391,6 @@ fn main() {
     let gain = compare(&runtime, &options, 64, &on, &off, throughput);
     let idle = compare(&runtime, &options, 1, &on, &off, median_latency);
     drop((mlp_on, mlp_off));
-    let (best_batch, limit) =
-        engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
     let served = at(&heavy_on, 64).throughput();
 
     println!();
@@ -398,5 +400,114 @@ fn main() {
     println!(
         "close to the engine: mlp at c=64 {served:.0} rows/s / engine limit {limit:.0} rows/s (batch {best_batch}) = {:.2} (target >= 0.85)",
         served / limit
+    );
+
+    overload(&runtime, &models.join("wide/1/model.onnx"), &options);
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Median time of one engine call on a batch of `rows` rows, in milliseconds.
+fn batch_compute_ms(model: &Path, threads: usize, rows: usize) -> f64 {
+    let settings =
+        SessionSettings { intra_op_threads: threads, optimization: OptimizationLevel::All };
+    let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
+    let inputs =
+        [Tensor { shape: vec![rows as i64, 10], data: TensorData::Fp32(vec![0.25; rows * 10]) }];
+    let mut times: Vec<f64> = (0..60)
+        .map(|_| {
+            let started = Instant::now();
+            instance.run(&inputs).unwrap();
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .skip(10)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Ten times the sustainable load on a slow model: every request must be
+/// answered, admitted ones within the queue delay plus one batch's compute
+/// plus 10 ms, and resident memory must stay flat.
+fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
+    const MAX_BATCH: usize = 8;
+    const DELAY_US: u64 = 2000;
+    let config = format!(
+        "max_batch_size = {MAX_BATCH}\n[dynamic_batching]\nmax_queue_delay_microseconds = {DELAY_US}\n\
+         max_queue_size = {MAX_BATCH}\n[instance_group]\ncount = 1\nintra_op_threads = 1\n"
+    );
+    let batch_ms = batch_compute_ms(wide, 1, MAX_BATCH);
+    let server = Inferd::start(&repository("wide", wide, "wide", &config));
+    let path = "/v2/models/wide/infer";
+    println!();
+    println!(
+        "overload: 10-4096-4096-1 MLP, one instance, 1 thread, max_batch_size {MAX_BATCH}, \
+         max_queue_delay {DELAY_US} µs, max_queue_size {MAX_BATCH}; a batch of {MAX_BATCH} computes in {batch_ms:.2} ms"
+    );
+    print_header();
+    let closed = runtime.block_on(sweep_at(
+        "wide, closed loop",
+        server.addr,
+        path,
+        MLP_BODY,
+        options,
+        &[16],
+    ));
+    let sustainable = closed[0].throughput();
+
+    let pid = server.child.id();
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (samples, sampling) =
+            (std::sync::Arc::clone(&samples), std::sync::Arc::clone(&sampling));
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                samples.lock().unwrap().push(rss_mib(pid));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let spec = LoadSpec {
+        addr: server.addr,
+        path: path.to_string(),
+        content_type: "application/json",
+        body: Bytes::from_static(MLP_BODY.as_bytes()),
+        concurrency: 256,
+        warmup: Duration::ZERO,
+        window: options.window * 2,
+    };
+    let offered = sustainable * 10.0;
+    let result = runtime.block_on(loadgen::run_fixed_rate(&spec, offered)).expect("fixed-rate run");
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let samples = samples.lock().unwrap().clone();
+    let (first, last) =
+        (samples.first().copied().unwrap_or(0.0), samples.last().copied().unwrap_or(0.0));
+    let peak = samples.iter().copied().fold(0.0, f64::max);
+
+    let sent = result.ok + result.refused + result.errors;
+    let p99_ok = result.ok_latency_us.value_at_quantile(0.99) as f64 / 1000.0;
+    let bound = DELAY_US as f64 / 1000.0 + batch_ms + 10.0;
+    println!(
+        "offered {offered:.0} req/s (10 x {sustainable:.0}) for {:?}: {sent} sent, {} answered 200, {} refused 503, {} other",
+        spec.window, result.ok, result.refused, result.errors
+    );
+    println!(
+        "admitted latency from due time: p50 {:.2} ms, p99 {p99_ok:.2} ms (bound {bound:.2} ms); refusals p99 {:.2} ms",
+        result.ok_latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+        result.refused_latency_us.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    println!(
+        "server resident memory: {first:.1} MiB at start, {peak:.1} MiB peak, {last:.1} MiB at end"
     );
 }

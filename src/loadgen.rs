@@ -1,10 +1,14 @@
-//! A closed-loop HTTP load generator for inferd's benchmarks.
+//! An HTTP load generator for inferd's benchmarks.
 //!
-//! `concurrency` connections each send one request, wait for the whole
-//! answer, and send the next, until the window closes. Latencies go into an
-//! HDR histogram (microseconds, three significant figures). A warm-up runs
-//! first and is not counted. The generator shares the machine with the server
-//! it measures, so compare its figures as ratios taken in one run.
+//! Closed loop ([`run`]): `concurrency` connections each send one request,
+//! wait for the whole answer, and send the next, until the window closes.
+//! Fixed rate ([`run_fixed_rate`]): requests are due at evenly spaced times
+//! and each latency is counted from when its request was due, not from when
+//! a free connection got round to sending it, so that a server slower than
+//! the offered rate cannot hide its queueing (coordinated omission).
+//! Latencies go into HDR histograms (microseconds, three significant
+//! figures). The generator shares the machine with the server it measures, so
+//! compare its figures as ratios taken in one run.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +75,109 @@ pub async fn run(spec: &LoadSpec) -> std::io::Result<LoadResult> {
         result.latency_us.add(histogram).map_err(std::io::Error::other)?;
     }
     Ok(result)
+}
+
+/// What a fixed-rate run measured: answers by kind, each with its latency
+/// counted from the request's due time.
+#[derive(Debug, Clone)]
+pub struct RateResult {
+    pub offered_per_sec: f64,
+    pub ok: u64,
+    /// 503 answers: the server refused the request.
+    pub refused: u64,
+    /// Other statuses and transport failures.
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub ok_latency_us: Histogram<u64>,
+    pub refused_latency_us: Histogram<u64>,
+}
+
+/// Offers `rate` requests per second for `spec.window` over up to
+/// `spec.concurrency` connections. No warm-up is run.
+pub async fn run_fixed_rate(spec: &LoadSpec, rate: f64) -> std::io::Result<RateResult> {
+    let start = Instant::now() + Duration::from_millis(50);
+    let total = (rate * spec.window.as_secs_f64()) as u64;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(spec.concurrency);
+    for _ in 0..spec.concurrency {
+        let (spec, next) = (spec.clone(), std::sync::Arc::clone(&next));
+        tasks.push(tokio::spawn(
+            async move { rate_connection(&spec, start, rate, total, &next).await },
+        ));
+    }
+    let mut result = RateResult {
+        offered_per_sec: rate,
+        ok: 0,
+        refused: 0,
+        errors: 0,
+        elapsed: spec.window,
+        ok_latency_us: new_histogram(),
+        refused_latency_us: new_histogram(),
+    };
+    for task in tasks {
+        let part = task.await.map_err(std::io::Error::other)??;
+        result.ok += part.ok;
+        result.refused += part.refused;
+        result.errors += part.errors;
+        result.ok_latency_us.add(part.ok_latency_us).map_err(std::io::Error::other)?;
+        result.refused_latency_us.add(part.refused_latency_us).map_err(std::io::Error::other)?;
+    }
+    result.elapsed = start.elapsed();
+    Ok(result)
+}
+
+async fn rate_connection(
+    spec: &LoadSpec,
+    start: Instant,
+    rate: f64,
+    total: u64,
+    next: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<RateResult> {
+    let mut part = RateResult {
+        offered_per_sec: rate,
+        ok: 0,
+        refused: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        ok_latency_us: new_histogram(),
+        refused_latency_us: new_histogram(),
+    };
+    let mut sender = connect(spec.addr).await?;
+    loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= total {
+            return Ok(part);
+        }
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let request = Request::post(spec.path.as_str())
+            .header("host", "inferd")
+            .header("content-type", spec.content_type)
+            .body(Full::new(spec.body.clone()))
+            .map_err(std::io::Error::other)?;
+        let status = match sender.send_request(request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if response.into_body().collect().await.is_ok() { Some(status) } else { None }
+            }
+            Err(_) => None,
+        };
+        let latency = Instant::now().duration_since(due).as_micros().max(1) as u64;
+        match status {
+            Some(200) => {
+                part.ok += 1;
+                let _ = part.ok_latency_us.record(latency);
+            }
+            Some(503) => {
+                part.refused += 1;
+                let _ = part.refused_latency_us.record(latency);
+            }
+            _ => part.errors += 1,
+        }
+        if sender.is_closed() {
+            sender = connect(spec.addr).await?;
+        }
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
