@@ -36,7 +36,11 @@ pub enum EngineError {
 
 /// The requests of one engine call, as the engine sees them.
 pub trait Batch {
+    /// Requests in the batch; never zero.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// One tensor per signature input, in signature order, validated.
     fn inputs(&self, item: usize) -> &[Tensor];
     /// The item's rows along the batch dimension.
