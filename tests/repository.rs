@@ -111,12 +111,19 @@ async fn config_toml_sets_instances_and_filename() {
     let model = registry.resolve("m", None).unwrap();
     assert_eq!(model.config.instance_count(), 3);
     drop(registry);
-    let threads = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .filter(|name| name.starts_with("inferd-m-"))
-        .count();
-    assert_eq!(threads, 3, "one thread per instance");
+    // A thread takes its name once it runs, so give the new threads a moment.
+    let instance_threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.starts_with("inferd-m-"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while instance_threads() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(instance_threads(), 3, "one thread per instance");
     let (status, answer) = server.post_json("/v2/models/m/infer", &dyn_batch_request()).await;
     assert_eq!(status, 200, "{answer}");
     server.stop().await;

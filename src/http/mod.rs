@@ -110,7 +110,9 @@ pub fn app(state: Arc<AppState>) -> Router {
                                 .get::<RequestId>()
                                 .and_then(|id| id.header_value().to_str().ok())
                                 .unwrap_or("");
-                            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                            // Debug level: at the default info level the span
+                            // is disabled and costs nothing per request.
+                            tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
                         })
                         // Failures are logged once, with their cause, where
                         // they happen; the layer would only repeat them.
