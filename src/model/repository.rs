@@ -135,10 +135,10 @@ fn start_model(
     // Instances share one pre-packed weights container, as ONNX Runtime
     // offers. Measured on a 10-1024-1024-1024-1 MLP (8.4 MB of weights): four
     // instances took 94.5 MB of resident memory with or without it, against
-    // 55.7 MB for one, so each session still holds its own copy of the
-    // initializers. Sharing those needs inferd to own the weight tensors and
-    // hand them to every session (ONNX Runtime's AddInitializer), which it
-    // does not do yet.
+    // 55.7 MB for one, so each session still keeps weights of its own. Giving
+    // every session the same inferd-owned initializers (AddInitializer) was
+    // tried and raised it to 119.5 MB. Sharing weights among instances is
+    // therefore not achieved: N instances cost about N copies.
     let shared_weights = ort::session::builder::PrepackedWeights::new();
     for _ in 0..config.instance_count() {
         let instance = Instance::load_shared(&source, &session_settings, Some(&shared_weights))
