@@ -51,7 +51,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_HTTP_PORT", default_value_t = 8000)]
     pub http_port: u16,
 
+    /// Port of the gRPC endpoint (inference.GRPCInferenceService and
+    /// grpc.health.v1); 0 picks a free one.
+    #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+
     /// Largest accepted request body, in bytes (default 64 MiB, as Triton's).
+    /// Applies to HTTP bodies and gRPC messages alike.
     #[arg(long, env = "INFERD_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_request_bytes: usize,
 
@@ -92,6 +98,7 @@ pub struct ServeArgs {
 pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     pub http: HttpSettings,
     pub load: LoadSettings,
     pub exit_timeout: Duration,
@@ -102,6 +109,7 @@ impl ServeArgs {
         ServerConfig {
             model_repository: self.model_repository.clone(),
             http_addr: SocketAddr::new(self.host, self.http_port),
+            grpc_addr: SocketAddr::new(self.host, self.grpc_port),
             http: HttpSettings {
                 max_request_bytes: self.max_request_bytes,
                 strict_readiness: self.strict_readiness,
@@ -120,7 +128,16 @@ impl ServeArgs {
 impl ServerConfig {
     /// Defaults for tests and embedding: loopback, a free port.
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
-        let cli = Cli::parse_from(["inferd", "serve", "--host", "127.0.0.1", "--http-port", "0"]);
+        let cli = Cli::parse_from([
+            "inferd",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+        ]);
         let Command::Serve(args) = cli.command;
         ServerConfig { model_repository, ..args.to_config() }
     }

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod loadgen;
 pub mod model;

@@ -14,13 +14,17 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use tonic::transport::server::TcpIncoming;
+
 use crate::cli::ServerConfig;
+use crate::grpc::{self, GrpcInferenceServiceServer};
 use crate::http::{AppState, app};
 use crate::model::Registry;
 use crate::model::repository::{load_bundled, load_repository};
 
 pub struct Server {
     listener: TcpListener,
+    grpc_listener: TcpListener,
     state: Arc<AppState>,
     config: ServerConfig,
 }
@@ -39,12 +43,19 @@ impl Server {
         let listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
         let state = Arc::new(AppState::new(config.http.clone()));
-        Ok(Server { listener, state, config })
+        Ok(Server { listener, grpc_listener, state, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -56,32 +67,68 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server { listener, state, config } = self;
+        let Server { listener, grpc_listener, state, config } = self;
         tracing::info!(addr = %listener.local_addr()?, "http endpoint listening");
+        tracing::info!(addr = %grpc_listener.local_addr()?, "grpc endpoint listening");
 
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let loader = {
-            let state = Arc::clone(&state);
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || load_models(&state, &config))
+            let (state, config, health) = (Arc::clone(&state), config.clone(), health.clone());
+            tokio::spawn(async move {
+                let loading = Arc::clone(&state);
+                let _ = tokio::task::spawn_blocking(move || load_models(&loading, &config)).await;
+                if state.is_ready() {
+                    health.set_serving::<GrpcInferenceServiceServer<grpc::Service>>().await;
+                    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                }
+            })
         };
 
-        let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
-        let signal = {
-            let state = Arc::clone(&state);
-            async move {
+        // One signal drains both front ends.
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        let draining = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|draining| *draining).await;
+        };
+        {
+            let (state, health) = (Arc::clone(&state), health.clone());
+            tokio::spawn(async move {
                 shutdown.await;
                 state.begin_drain();
+                health.set_not_serving::<GrpcInferenceServiceServer<grpc::Service>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                 tracing::info!("shutting down: readiness false, draining in-flight requests");
                 let _ = drain_tx.send(true);
-            }
+            });
+        }
+        let http = axum::serve(listener, app(Arc::clone(&state)))
+            .with_graceful_shutdown(draining(drain_rx.clone()));
+        let limit = config.http.max_request_bytes;
+        let inference = GrpcInferenceServiceServer::new(grpc::Service::new(Arc::clone(&state)))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX);
+        let grpc = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::oversize_is_resource_exhausted::<tonic::body::Body>,
+            ))
+            .add_service(health_service)
+            .add_service(inference)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(grpc_listener),
+                draining(drain_rx.clone()),
+            );
+        let both = async {
+            let (http, grpc) = tokio::join!(http, grpc);
+            http.context("http server failed")?;
+            grpc.context("grpc server failed")
         };
-        let serve = axum::serve(listener, app(Arc::clone(&state))).with_graceful_shutdown(signal);
-        let drain_deadline = async {
-            let _ = drain_rx.wait_for(|draining| *draining).await;
+        let mut deadline_rx = drain_rx.clone();
+        let drain_deadline = async move {
+            let _ = deadline_rx.wait_for(|draining| *draining).await;
             tokio::time::sleep(config.exit_timeout).await;
         };
         tokio::select! {
-            result = serve => result.context("http server failed")?,
+            result = both => result?,
             () = drain_deadline => {
                 tracing::warn!(timeout_secs = config.exit_timeout.as_secs(), "exit timeout reached with requests in flight");
             }

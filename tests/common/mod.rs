@@ -13,6 +13,8 @@ use serde_json::Value;
 
 pub struct TestServer {
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the gRPC endpoint.
+    pub grpc: String,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -54,6 +56,7 @@ impl TestServer {
     pub async fn start_with(config: ServerConfig) -> TestServer {
         let server = Server::bind(config).await.expect("server binds");
         let base = format!("http://{}", server.local_addr());
+        let grpc = format!("http://{}", server.grpc_addr());
         let state = server.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
@@ -66,6 +69,7 @@ impl TestServer {
         }
         TestServer {
             base,
+            grpc,
             client: reqwest::Client::new(),
             state,
             shutdown: Some(tx),

@@ -1,0 +1,396 @@
+//! The gRPC front end: `inference.GRPCInferenceService`, as KServe and Triton
+//! define it, plus the standard `grpc.health.v1` service.
+//!
+//! Requests are decoded into the same `InferRequest` as REST and take the same
+//! path: validation, the model's queue, the engine. Raw tensors
+//! (`raw_input_contents`) are little-endian and row-major; each is copied once,
+//! into a typed buffer, whatever its alignment in the message. Answers carry
+//! their tensors in `raw_output_contents`, as Triton's do.
+
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::grpc_inference_service_server::GrpcInferenceService;
+use proto::infer_parameter::ParameterChoice;
+use proto::model_infer_request::InferInputTensor;
+use proto::*;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::model::PLATFORM;
+use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::validate::{InferRequest, NamedTensor};
+
+pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// The service, sharing the HTTP front end's state.
+pub struct Service {
+    state: Arc<AppState>,
+}
+
+impl Service {
+    pub fn new(state: Arc<AppState>) -> Service {
+        Service { state }
+    }
+}
+
+fn version_of(version: &str) -> Option<&str> {
+    (!version.is_empty()).then_some(version)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse { ready: self.state.is_ready() }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let ready =
+            self.state.registry.load().resolve(&request.name, version_of(&request.version)).is_ok();
+        Ok(Response::new(ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: "inferd".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let registry = self.state.registry.load();
+        let model = registry
+            .resolve(&request.name, version_of(&request.version))
+            .map_err(ApiError::from)?;
+        let metadata = |specs: &[crate::engine::TensorSpec]| {
+            specs
+                .iter()
+                .map(|t| model_metadata_response::TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.as_str().to_string(),
+                    shape: t.shape.clone(),
+                })
+                .collect()
+        };
+        Ok(Response::new(ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: vec![model.version.to_string()],
+            platform: PLATFORM.to_string(),
+            inputs: metadata(&model.signature.inputs),
+            outputs: metadata(&model.signature.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        // The caller's `x-request-id` metadata, as over HTTP, or a new one.
+        let request_id = match request.metadata().get("x-request-id").and_then(|v| v.to_str().ok())
+        {
+            Some(id) => id.to_string(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let request = request.into_inner();
+        let model = {
+            let registry = self.state.registry.load();
+            let model = registry.resolve(&request.model_name, version_of(&request.model_version));
+            Arc::clone(model.map_err(ApiError::from)?)
+        };
+        let id = request.id.clone();
+        let infer = decode_request(request)?;
+        let output = model.infer(infer).await.map_err(|e| ApiError::from_infer(e, &request_id))?;
+
+        let mut outputs = Vec::new();
+        let mut raw = Vec::new();
+        for (name, tensor) in output.outputs(&model.signature) {
+            outputs.push(model_infer_response::InferOutputTensor {
+                name: name.to_string(),
+                datatype: tensor.datatype().as_str().to_string(),
+                shape: tensor.shape.clone(),
+                parameters: HashMap::new(),
+                contents: None,
+            });
+            raw.push(to_le_bytes(&tensor.data));
+        }
+        Ok(Response::new(ModelInferResponse {
+            model_name: model.name.clone(),
+            model_version: model.version.to_string(),
+            id,
+            parameters: HashMap::new(),
+            outputs,
+            raw_output_contents: raw,
+        }))
+    }
+}
+
+impl From<ApiError> for Status {
+    /// The gRPC side of the one error mapping: each kind of failure has one
+    /// status code, as HTTP has one status.
+    fn from(error: ApiError) -> Status {
+        let message = error.to_string();
+        match error {
+            ApiError::BadRequest(_) | ApiError::UnsupportedMediaType(_) => {
+                Status::invalid_argument(message)
+            }
+            ApiError::MethodNotAllowed(_) => Status::unimplemented(message),
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::PayloadTooLarge { .. } => Status::resource_exhausted(message),
+            ApiError::Unavailable(_) => Status::unavailable(message),
+            ApiError::Timeout(_) => Status::deadline_exceeded(message),
+            ApiError::Internal { .. } => Status::internal(message),
+        }
+    }
+}
+
+/// tonic answers a message over the decode limit with OUT_OF_RANGE; gRPC's
+/// own implementations, and so Triton's clients, expect RESOURCE_EXHAUSTED
+/// for it. This response map, layered on the gRPC server, makes it so; the
+/// message (which names the limit) is kept.
+pub fn oversize_is_resource_exhausted<B>(
+    mut response: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let headers = response.headers();
+    let out_of_range = headers.get("grpc-status").is_some_and(|s| s == "11");
+    let oversize = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if out_of_range && oversize {
+        response.headers_mut().insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    response
+}
+
+fn invalid(message: String) -> Status {
+    Status::invalid_argument(message)
+}
+
+/// Turns a protobuf request into the protocol-independent form.
+fn decode_request(request: ModelInferRequest) -> Result<InferRequest, Status> {
+    let raw = request.raw_input_contents;
+    if !raw.is_empty() && raw.len() != request.inputs.len() {
+        return Err(invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; give one per input, in input order",
+            raw.len(),
+            request.inputs.len()
+        )));
+    }
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for (i, input) in request.inputs.into_iter().enumerate() {
+        let data = decode_input(&input, raw.get(i).map(|b| b.as_ref()))?;
+        inputs.push(NamedTensor { name: input.name, tensor: Tensor { shape: input.shape, data } });
+    }
+    let timeout = match request.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref())
+    {
+        None => None,
+        Some(ParameterChoice::Int64Param(us)) if *us >= 0 => {
+            (*us > 0).then(|| Duration::from_micros(*us as u64))
+        }
+        Some(ParameterChoice::Uint64Param(us)) => (*us > 0).then(|| Duration::from_micros(*us)),
+        Some(_) => {
+            return Err(invalid(
+                "parameter 'timeout' must be a whole number of microseconds".to_string(),
+            ));
+        }
+    };
+    Ok(InferRequest {
+        id: (!request.id.is_empty()).then_some(request.id),
+        inputs,
+        outputs: request.outputs.into_iter().map(|o| o.name).collect(),
+        timeout,
+    })
+}
+
+fn decode_input(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<TensorData, Status> {
+    let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+        invalid(format!("input '{}' has unknown datatype '{}'", input.name, input.datatype))
+    })?;
+    if !datatype.json_capable() {
+        return Err(invalid(format!(
+            "input '{}' has datatype {datatype}, which this server does not accept yet",
+            input.name
+        )));
+    }
+    let count = element_count(&input.shape).ok_or_else(|| {
+        invalid(format!("input '{}' has an invalid shape {:?}", input.name, input.shape))
+    })?;
+    match raw {
+        Some(bytes) => from_le_bytes(datatype, bytes, count)
+            .map_err(|e| invalid(format!("input '{}': {e}", input.name))),
+        None => {
+            let contents = input.contents.clone().unwrap_or_default();
+            from_contents(datatype, contents)
+                .map_err(|e| invalid(format!("input '{}': {e}", input.name)))
+        }
+    }
+}
+
+/// Decodes little-endian elements; the byte count must be exactly `count`
+/// elements, so a short or long tensor is refused rather than guessed at.
+fn from_le_bytes(datatype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
+    macro_rules! decode {
+        ($($variant:ident($ty:ty)),* $(,)?) => {
+            match datatype {
+                $(DataType::$variant => {
+                    let size = size_of::<$ty>();
+                    if Some(bytes.len()) != count.checked_mul(size) {
+                        return Err(format!(
+                            "raw contents hold {} bytes, but its shape needs {count} elements of {size} bytes",
+                            bytes.len()
+                        ));
+                    }
+                    TensorData::$variant(
+                        bytes.chunks_exact(size).map(|c| <$ty as LeBytes>::read(c)).collect::<Result<_, _>>()?,
+                    )
+                })*
+                other => return Err(format!("datatype {other} has no raw decoding here")),
+            }
+        };
+    }
+    Ok(crate::for_each_buffer_type!(decode))
+}
+
+/// Reading one little-endian element from exactly its bytes.
+trait LeBytes: Sized {
+    fn read(bytes: &[u8]) -> Result<Self, String>;
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+impl LeBytes for bool {
+    fn read(bytes: &[u8]) -> Result<bool, String> {
+        match bytes[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err("a BOOL element is neither 0 nor 1".to_string()),
+        }
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8);
+    }
+}
+
+macro_rules! le_bytes {
+    ($($ty:ty),*) => {$(
+        impl LeBytes for $ty {
+            fn read(bytes: &[u8]) -> Result<$ty, String> {
+                Ok(<$ty>::from_le_bytes(bytes.try_into().expect("chunks have the element's size")))
+            }
+            fn write(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+
+le_bytes!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
+
+fn to_le_bytes(data: &TensorData) -> Vec<u8> {
+    macro_rules! encode {
+        ($($variant:ident($ty:ty)),* $(,)?) => {
+            match data {
+                $(TensorData::$variant(v) => {
+                    let mut out = Vec::with_capacity(v.len() * size_of::<$ty>());
+                    for x in v {
+                        x.write(&mut out);
+                    }
+                    out
+                })*
+            }
+        };
+    }
+    crate::for_each_buffer_type!(encode)
+}
+
+/// Typed `contents`: the field for the datatype, narrowed with range checks
+/// where the protocol carries small integers in wider fields.
+fn from_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorData, String> {
+    fn narrow<A: Copy, B: TryFrom<A>>(v: Vec<A>, datatype: DataType) -> Result<Vec<B>, String> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, x)| {
+                B::try_from(x).map_err(|_| format!("element {i} is out of range for {datatype}"))
+            })
+            .collect()
+    }
+    Ok(match datatype {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(c.uint_contents, datatype)?),
+        DataType::Uint16 => TensorData::Uint16(narrow(c.uint_contents, datatype)?),
+        DataType::Uint32 => TensorData::Uint32(c.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
+        DataType::Int8 => TensorData::Int8(narrow(c.int_contents, datatype)?),
+        DataType::Int16 => TensorData::Int16(narrow(c.int_contents, datatype)?),
+        DataType::Int32 => TensorData::Int32(c.int_contents),
+        DataType::Int64 => TensorData::Int64(c.int64_contents),
+        DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
+        DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
+        other => return Err(format!("datatype {other} has no typed contents here")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_bytes_round_trip_for_every_type() {
+        let cases = [
+            TensorData::Bool(vec![true, false]),
+            TensorData::Uint16(vec![1, 65535]),
+            TensorData::Int64(vec![i64::MIN, 7]),
+            TensorData::Fp32(vec![0.5, -1.25]),
+            TensorData::Fp64(vec![1e300, -0.0]),
+        ];
+        for data in cases {
+            let bytes = to_le_bytes(&data);
+            assert_eq!(from_le_bytes(data.datatype(), &bytes, data.len()).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn raw_bytes_of_the_wrong_length_are_refused() {
+        let e = from_le_bytes(DataType::Fp32, &[0; 7], 2).unwrap_err();
+        assert!(e.contains("7 bytes"), "{e}");
+        assert!(from_le_bytes(DataType::Bool, &[2], 1).unwrap_err().contains("neither 0 nor 1"));
+    }
+
+    #[test]
+    fn typed_contents_are_range_checked() {
+        let c = InferTensorContents { int_contents: vec![1, 300], ..Default::default() };
+        assert!(
+            from_contents(DataType::Int8, c)
+                .unwrap_err()
+                .contains("element 1 is out of range for INT8")
+        );
+    }
+}
