@@ -81,17 +81,8 @@ struct Inferd {
 impl Inferd {
     fn start(repository: &Path) -> Inferd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inferd"))
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--grpc-port",
-                "0",
-                "--log-format",
-                "json",
-            ])
+            .args(inferd::cli::LOCAL_SERVE_ARGS)
+            .args(["--log-format", "json"])
             .arg("--model-repository")
             .arg(repository)
             .stderr(Stdio::piped())

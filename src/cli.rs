@@ -125,19 +125,15 @@ impl ServeArgs {
     }
 }
 
+/// `inferd serve` on loopback with ports the system picks, as tests and
+/// benchmarks start it.
+pub const LOCAL_SERVE_ARGS: [&str; 7] =
+    ["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
+
 impl ServerConfig {
-    /// Defaults for tests and embedding: loopback, a free port.
+    /// Defaults for tests and embedding: loopback, free ports.
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
-        let cli = Cli::parse_from([
-            "inferd",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-        ]);
+        let cli = Cli::parse_from(std::iter::once("inferd").chain(LOCAL_SERVE_ARGS));
         let Command::Serve(args) = cli.command;
         ServerConfig { model_repository, ..args.to_config() }
     }

@@ -17,17 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_inferd");
 /// collects it.
 fn spawn_server(args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--log-format",
-            "json",
-        ])
+        .args(inferd::cli::LOCAL_SERVE_ARGS)
+        .args(["--log-format", "json"])
         .args(args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -9,8 +9,7 @@
 //! own rows of every output it asked for. For a batched model whose other
 //! dimensions are fixed, the instance runs through [`raw`]: inputs are copied
 //! into buffers it owns, sized for its largest batch, and ONNX Runtime writes
-//! outputs into buffers it owns too, so once every batch size has been met a
-//! call allocates nothing. Other models take `ort`'s safe path, which
+//! outputs into buffers it owns too, so a call allocates nothing. Other models take `ort`'s safe path, which
 //! allocates per call.
 
 mod raw;

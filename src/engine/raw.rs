@@ -5,7 +5,7 @@
 //! reference-counted value on each call. For a batched model whose dimensions
 //! past the first are fixed, an instance instead owns one buffer per input and
 //! output, sized for its largest batch, and keeps an ONNX Runtime value over
-//! the front of each buffer for every batch size it has met ([`ViewSet`]). A
+//! the front of each buffer for every batch size up to it ([`ViewSet`]). A
 //! call hands those values to `OrtApi::Run`, which reads the inputs in place
 //! and writes the outputs into the output buffers. This module is inferd's
 //! only unsafe code; each block states what it relies on.
@@ -26,8 +26,9 @@ use crate::tensor::{DataType, TensorData, element_count};
 /// the first are fixed. Field order matters: the views point into the
 /// buffers, so they are dropped first.
 pub struct FixedPath {
-    /// `views[r - 1]` serves a batch of `r` rows, created when first needed.
-    views: Vec<Option<ViewSet>>,
+    /// `views[r - 1]` serves a batch of `r` rows; all are made up front, so
+    /// that no batch size first met under load costs an allocation.
+    views: Vec<ViewSet>,
     /// One buffer per input and output, sized for `max_rows` rows, never
     /// resized: the views point into them.
     inputs: Vec<TensorData>,
@@ -65,8 +66,8 @@ impl FixedPath {
                 |(s, &r): (&TensorSpec, &usize)| TensorData::zeroed(s.datatype, r * max_rows);
             specs.iter().zip(rows).map(|p| zeroed(p).expect("checked above")).collect()
         };
-        Ok(Some(FixedPath {
-            views: (0..max_rows).map(|_| None).collect(),
+        let mut path = FixedPath {
+            views: Vec::with_capacity(max_rows),
             inputs: buffers(&signature.inputs, &input_row),
             outputs: buffers(&signature.outputs, &output_row),
             input_rest,
@@ -75,7 +76,26 @@ impl FixedPath {
             input_names: Names::new(signature.inputs.iter().map(|s| s.name.as_str()))?,
             output_names: Names::new(signature.outputs.iter().map(|s| s.name.as_str()))?,
             memory: MemoryInfo::default(),
-        }))
+        };
+        for rows in 1..=max_rows {
+            let shape = |rest: &Vec<i64>| [&[rows as i64], rest.as_slice()].concat();
+            let input_shapes: Vec<Vec<i64>> = path.input_rest.iter().map(shape).collect();
+            let output_shapes: Vec<Vec<i64>> = path.output_rest.iter().map(shape).collect();
+            // SAFETY: the buffers hold `max_rows` rows, at least `rows`; they
+            // are never resized, and the views are dropped before them (field
+            // order above).
+            let views = unsafe {
+                ViewSet::new(
+                    &path.memory,
+                    &mut path.inputs,
+                    &input_shapes,
+                    &mut path.outputs,
+                    &output_shapes,
+                )
+            }?;
+            path.views.push(views);
+        }
+        Ok(Some(path))
     }
 
     pub fn max_rows(&self) -> usize {
@@ -104,26 +124,7 @@ impl FixedPath {
             }
         }
 
-        let slot = &mut self.views[total_rows - 1];
-        if slot.is_none() {
-            let shape = |rest: &Vec<i64>| [&[total_rows as i64], rest.as_slice()].concat();
-            let input_shapes: Vec<Vec<i64>> = self.input_rest.iter().map(shape).collect();
-            let output_shapes: Vec<Vec<i64>> = self.output_rest.iter().map(shape).collect();
-            // SAFETY: the buffers hold `max_rows` rows, at least `total_rows`;
-            // they are never resized, and the views are dropped before them
-            // (field order above).
-            let views = unsafe {
-                ViewSet::new(
-                    &self.memory,
-                    &mut self.inputs,
-                    &input_shapes,
-                    &mut self.outputs,
-                    &output_shapes,
-                )
-            }?;
-            *slot = Some(views);
-        }
-        let views = slot.as_mut().expect("just filled");
+        let views = &mut self.views[total_rows - 1];
         run(session, &self.input_names, &self.output_names, views)?;
 
         // Hand each item its rows of each output.
