@@ -69,6 +69,16 @@ impl DataType {
         DataType::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
+    /// Bytes per element; BYTES elements have no fixed size and count as 8.
+    pub fn size(self) -> usize {
+        match self {
+            DataType::Bool | DataType::Uint8 | DataType::Int8 => 1,
+            DataType::Uint16 | DataType::Int16 | DataType::Fp16 | DataType::Bf16 => 2,
+            DataType::Uint32 | DataType::Int32 | DataType::Fp32 => 4,
+            DataType::Uint64 | DataType::Int64 | DataType::Fp64 | DataType::Bytes => 8,
+        }
+    }
+
     /// Whether JSON numbers and booleans can carry this type without loss.
     /// FP16 and BF16 have no JSON form; BYTES needs the binary extension.
     pub fn json_capable(self) -> bool {

@@ -42,6 +42,9 @@ pub struct FixedPath {
     memory: MemoryInfo<'static>,
 }
 
+/// Most memory one instance's batch buffers may take.
+const FIXED_PATH_BUDGET: usize = 256 << 20;
+
 impl FixedPath {
     /// The path for `signature`, or `None` when a dimension past the first is
     /// free or a type has no buffer form.
@@ -61,6 +64,22 @@ impl FixedPath {
         let row = |rest: &Vec<i64>| element_count(rest).ok_or("a tensor's shape is too large");
         let input_row = input_rest.iter().map(row).collect::<Result<Vec<_>, _>>()?;
         let output_row = output_rest.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+
+        // Buffers for `max_rows` rows are held for the instance's life; past
+        // this budget the model takes the safe path rather than pin memory.
+        let specs = signature.inputs.iter().chain(&signature.outputs);
+        let row_bytes: usize = specs
+            .zip(input_row.iter().chain(&output_row))
+            .map(|(s, &r)| r * s.datatype.size())
+            .sum();
+        if row_bytes.saturating_mul(max_rows) > FIXED_PATH_BUDGET {
+            tracing::debug!(
+                row_bytes,
+                max_rows,
+                "batch buffers would exceed their budget; using the safe path"
+            );
+            return Ok(None);
+        }
         let buffers = |specs: &[TensorSpec], rows: &[usize]| -> Vec<TensorData> {
             let zeroed =
                 |(s, &r): (&TensorSpec, &usize)| TensorData::zeroed(s.datatype, r * max_rows);
@@ -227,8 +246,9 @@ unsafe fn value_over(
     shape: &[i64],
 ) -> Result<NonNull<ort::sys::OrtValue>, String> {
     let elements: usize = shape.iter().map(|&d| d as usize).product();
+    let size = buffer.datatype().size();
     let (data, bytes, ty) = raw_parts(buffer);
-    if bytes < elements * element_size(ty) {
+    if bytes < elements * size {
         return Err(format!("buffer of {bytes} bytes is too small for shape {shape:?}"));
     }
     let mut out: *mut ort::sys::OrtValue = std::ptr::null_mut();
@@ -239,7 +259,7 @@ unsafe fn value_over(
         (ort::api().CreateTensorWithDataAsOrtValue)(
             memory.ptr(),
             data,
-            elements * element_size(ty),
+            elements * size,
             shape.as_ptr(),
             shape.len(),
             ty.into(),
@@ -326,11 +346,30 @@ fn element_type(datatype: DataType) -> TensorElementType {
     }
 }
 
-fn element_size(ty: TensorElementType) -> usize {
-    match ty {
-        TensorElementType::Bool | TensorElementType::Uint8 | TensorElementType::Int8 => 1,
-        TensorElementType::Uint16 | TensorElementType::Int16 => 2,
-        TensorElementType::Uint32 | TensorElementType::Int32 | TensorElementType::Float32 => 4,
-        _ => 8,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, datatype: DataType, shape: Vec<i64>) -> TensorSpec {
+        TensorSpec { name: name.into(), datatype, symbols: vec![None; shape.len()], shape }
+    }
+
+    #[test]
+    fn models_whose_buffers_would_exceed_the_budget_take_the_safe_path() {
+        // 64 rows of two million FP32 values: 512 MB of input alone.
+        let signature = Signature {
+            inputs: vec![spec("x", DataType::Fp32, vec![-1, 2_000_000])],
+            outputs: vec![spec("y", DataType::Fp32, vec![-1, 1])],
+        };
+        assert!(FixedPath::new(&signature, 64).unwrap().is_none());
+    }
+
+    #[test]
+    fn models_with_free_inner_dimensions_take_the_safe_path() {
+        let signature = Signature {
+            inputs: vec![spec("x", DataType::Fp32, vec![-1, -1])],
+            outputs: vec![spec("y", DataType::Fp32, vec![-1, 1])],
+        };
+        assert!(FixedPath::new(&signature, 8).unwrap().is_none());
     }
 }
