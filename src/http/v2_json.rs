@@ -38,8 +38,9 @@ struct InputBody<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
+    /// Read only to refuse `binary_data_size`: binary inputs are not
+    /// accepted yet.
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Parameters>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
@@ -49,14 +50,45 @@ struct InputBody<'a> {
 #[serde(deny_unknown_fields)]
 struct OutputBody {
     name: String,
+    /// Read only to refuse `binary_data`: binary outputs are not produced yet.
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Parameters>,
+}
+
+/// Whether `parameters` sets `key` to `true`.
+fn flag(parameters: Option<&Parameters>, key: &str) -> bool {
+    parameters.and_then(|p| p.get(key)).and_then(serde_json::Value::as_bool).unwrap_or(false)
+}
+
+/// The binary tensor data extension is not implemented yet: a request that
+/// asks for it is refused plainly rather than answered in a form it did not
+/// ask for.
+fn refuse_binary(request: &RequestBody<'_>) -> Result<(), ApiError> {
+    let unsupported = |what: &str| {
+        ApiError::BadRequest(format!(
+            "{what}: the binary tensor data extension is not supported by this server yet"
+        ))
+    };
+    if flag(request.parameters.as_ref(), "binary_data_output") {
+        return Err(unsupported("parameter 'binary_data_output'"));
+    }
+    for output in request.outputs.iter().flatten() {
+        if flag(output.parameters.as_ref(), "binary_data") {
+            return Err(unsupported(&format!("output '{}' asks for binary_data", output.name)));
+        }
+    }
+    for input in &request.inputs {
+        if input.parameters.as_ref().is_some_and(|p| p.contains_key("binary_data_size")) {
+            return Err(unsupported(&format!("input '{}' has binary_data_size", input.name)));
+        }
+    }
+    Ok(())
 }
 
 /// Parses an inference request body into the protocol-independent form.
 pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
     let request: RequestBody<'_> = crate::http::body::parse_json(body)?;
+    refuse_binary(&request)?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
@@ -446,6 +478,23 @@ mod tests {
         assert_eq!(request.id.as_deref(), Some("r1"));
         assert_eq!(request.outputs, vec!["y".to_string()]);
         assert_eq!(request.inputs[0].tensor.data, TensorData::Fp32(vec![1.5, 2.0]));
+    }
+
+    #[test]
+    fn requests_for_binary_tensors_are_refused_plainly() {
+        let output = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+            "outputs": [{"name": "y", "parameters": {"binary_data": true}}]}"#;
+        let whole = br#"{"parameters": {"binary_data_output": true},
+            "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#;
+        let input = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
+            "parameters": {"binary_data_size": 4}}]}"#;
+        for body in [&output[..], &whole[..], &input[..]] {
+            let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else { panic!() };
+            assert!(e.contains("binary tensor data extension is not supported"), "{e}");
+        }
+        let off = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
+            "outputs": [{"name": "y", "parameters": {"binary_data": false}}]}"#;
+        assert!(decode_request(off).is_ok());
     }
 
     #[test]
