@@ -24,22 +24,6 @@ fn header(response: &reqwest::Response, name: &str) -> u64 {
     response.headers()[name].to_str().unwrap().parse().unwrap()
 }
 
-fn dyn_batch_reference(rows: &[Vec<f32>]) -> Vec<Vec<f64>> {
-    // tests/fixtures/make_models.py: output = tanh(input @ W + b)
-    let w = [[0.1f32, -0.2], [0.3, 0.4], [-0.5, 0.6], [0.7, -0.8]];
-    let b = [0.05f32, -0.05];
-    rows.iter()
-        .map(|r| {
-            (0..2)
-                .map(|j| {
-                    let z: f32 = (0..4).map(|k| r[k] * w[k][j]).sum::<f32>() + b[j];
-                    z.tanh() as f64
-                })
-                .collect()
-        })
-        .collect()
-}
-
 async fn cleanup(server: TestServer, repo: &Path) {
     server.stop().await;
     std::fs::remove_dir_all(repo).unwrap();
@@ -72,7 +56,7 @@ async fn batched_answers_equal_single_answers_and_never_mix_rows() {
             assert_eq!(answer["id"], format!("b{i}"));
             assert_eq!(answer["outputs"][0]["shape"], json!([rows.len(), 2]));
             let got = common::floats(&answer["outputs"][0]["data"]);
-            let want: Vec<f64> = dyn_batch_reference(&rows).into_iter().flatten().collect();
+            let want: Vec<f64> = common::dyn_batch_expected(&data).iter().map(|&v| v as f64).collect();
             common::assert_close(&got, &want, 1e-6);
             batch_rows
         }));

@@ -8,6 +8,8 @@
 //! Runtime and answered. ONNX Runtime's own C++ allocations (its arena) are
 //! not visible to a Rust allocator and are not counted.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -93,18 +95,6 @@ fn job(scheduler: &Scheduler, id: usize, rows: usize) -> (Job, Reply) {
     (job, answer)
 }
 
-/// tests/fixtures/make_models.py: output = tanh(input @ W + b).
-fn expected(input: &[f32]) -> Vec<f32> {
-    let w = [[0.1f32, -0.2], [0.3, 0.4], [-0.5, 0.6], [0.7, -0.8]];
-    let b = [0.05f32, -0.05];
-    input
-        .chunks(4)
-        .flat_map(|r| {
-            (0..2).map(move |j| ((0..4).map(|k| r[k] * w[k][j]).sum::<f32>() + b[j]).tanh())
-        })
-        .collect()
-}
-
 /// Submits `wave` requests, waits for every answer, checks and recycles them.
 /// Returns the allocations counted while requests were in the scheduler.
 fn drive(scheduler: &Scheduler, first_id: usize, wave: usize, count: bool) -> u64 {
@@ -135,7 +125,7 @@ fn drive(scheduler: &Scheduler, first_id: usize, wave: usize, count: bool) -> u6
     for (answer, input) in answers.into_iter().zip(inputs) {
         let TensorData::Fp32(got) = &answer.outputs[0].data else { panic!("not FP32") };
         assert_eq!(answer.outputs[0].shape, vec![(input.len() / 4) as i64, 2]);
-        let want = expected(&input);
+        let want = common::dyn_batch_expected(&input);
         assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-6), "rows were mixed up");
         scheduler.results().give_back(answer.outputs);
     }

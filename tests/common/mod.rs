@@ -145,3 +145,17 @@ pub fn assert_close(got: &[f64], want: &[f64], tolerance: f64) {
 pub fn floats(value: &Value) -> Vec<f64> {
     value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
+
+/// What `tests/models/dyn_batch` computes, row by row: tanh(input @ W + b),
+/// with the weights `tests/fixtures/make_models.py` gives it. `input` is flat,
+/// four values a row; the answer is flat, two values a row.
+pub fn dyn_batch_expected(input: &[f32]) -> Vec<f32> {
+    let w = [[0.1f32, -0.2], [0.3, 0.4], [-0.5, 0.6], [0.7, -0.8]];
+    let b = [0.05f32, -0.05];
+    input
+        .chunks(4)
+        .flat_map(|r| {
+            (0..2).map(move |j| ((0..4).map(|k| r[k] * w[k][j]).sum::<f32>() + b[j]).tanh())
+        })
+        .collect()
+}
