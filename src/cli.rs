@@ -43,6 +43,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_MODEL_REPOSITORY", value_name = "DIR")]
     pub model_repository: Option<PathBuf>,
 
+    /// Name to serve a single model under when the repository folder is one
+    /// model (DIR/<version>/model.onnx, or just DIR/model.onnx) or a
+    /// repository of exactly one model; default the folder's name. KServe
+    /// passes the InferenceService's name here.
+    #[arg(long, env = "INFERD_MODEL_NAME", value_name = "NAME")]
+    pub model_name: Option<String>,
+
     /// Address to listen on.
     #[arg(long, env = "INFERD_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
@@ -97,6 +104,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
+    pub model_name: Option<String>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub http: HttpSettings,
@@ -108,6 +116,7 @@ impl ServeArgs {
     pub fn to_config(&self) -> ServerConfig {
         ServerConfig {
             model_repository: self.model_repository.clone(),
+            model_name: self.model_name.clone(),
             http_addr: SocketAddr::new(self.host, self.http_port),
             grpc_addr: SocketAddr::new(self.host, self.grpc_port),
             http: HttpSettings {

@@ -146,7 +146,7 @@ impl Server {
 
 fn load_models(state: &AppState, config: &ServerConfig) {
     let registry = match &config.model_repository {
-        Some(dir) => match load_repository(dir, &config.load) {
+        Some(dir) => match load_repository(dir, config.model_name.as_deref(), &config.load) {
             Ok(registry) => registry,
             Err(e) => {
                 tracing::error!(repository = %dir.display(), error = %e, "cannot read the model repository");

@@ -118,18 +118,18 @@ fn missing_onnx_runtime_names_every_place_tried() {
 fn help_documents_every_flag_with_its_environment_variable() {
     let output = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in [
-        "--model-repository",
-        "--host",
-        "--http-port",
-        "--max-request-bytes",
-        "--max-queue-size",
-        "--strict-readiness",
-        "--exit-timeout-secs",
-        "--risk-model",
-        "--log-format",
-        "--log-level",
-    ] {
+    use clap::CommandFactory;
+    let cli = inferd::cli::Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve subcommand");
+    let flags: Vec<String> = serve
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .filter(|long| !matches!(*long, "help" | "version"))
+        .map(|long| format!("--{long}"))
+        .collect();
+    assert!(flags.len() >= 10, "{flags:?}");
+    for flag in &flags {
+        let flag = flag.as_str();
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
         let env =
             format!("INFERD_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());

@@ -136,3 +136,57 @@ async fn missing_repository_is_a_start_up_error() {
     let error = inferd::server::Server::bind(config).await.err().expect("bind fails");
     assert!(error.to_string().contains("/nonexistent/inferd/models"), "{error}");
 }
+
+/// The three layouts KServe's storage initializer may leave at `/mnt/models`,
+/// each served under `--model-name`, and the folder's own name without it.
+#[tokio::test]
+async fn single_model_layouts_are_served_under_the_given_name() {
+    let root = temp_dir("layouts");
+    let model_file = common::test_repository().join("dyn_batch/1/model.onnx");
+    // DIR/<model>/<version>/model.onnx, a repository of one model.
+    let repository = root.join("repository");
+    copy_model(&repository, "dyn_batch", "dyn_batch");
+    // DIR/<version>/model.onnx.
+    let versions = root.join("versions");
+    std::fs::create_dir_all(versions.join("4")).unwrap();
+    std::fs::copy(&model_file, versions.join("4/model.onnx")).unwrap();
+    // DIR/model.onnx.
+    let bare = root.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(&model_file, bare.join("model.onnx")).unwrap();
+
+    for (dir, version) in [(&repository, "1"), (&versions, "4"), (&bare, "1")] {
+        let mut config = ServerConfig::local(Some(dir.clone()));
+        config.model_name = Some("risk-isvc".into());
+        let server = TestServer::start_with(config).await;
+        let (status, answer) =
+            server.post_json("/v2/models/risk-isvc/infer", &dyn_batch_request()).await;
+        assert_eq!(status, 200, "{}: {answer}", dir.display());
+        assert_eq!(answer["model_version"], version, "{}", dir.display());
+        let want: Vec<f64> =
+            common::dyn_batch_expected(&[1.0, 2.0, 3.0, 4.0]).iter().map(|&v| v as f64).collect();
+        common::assert_close(&common::floats(&answer["outputs"][0]["data"]), &want, 1e-6);
+        server.stop().await;
+    }
+
+    let server = TestServer::start(Some(bare.clone())).await;
+    let (status, answer) = server.post_json("/v2/models/bare/infer", &dyn_batch_request()).await;
+    assert_eq!(status, 200, "{answer}");
+    server.stop().await;
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_repository_serves_the_bundled_model() {
+    let repo = temp_dir("empty-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let server = TestServer::start(Some(repo.clone())).await;
+    assert_eq!(server.get("/v2/health/ready").await.status(), 200);
+    let body =
+        json!({"subjectId": "S-1", "features": [59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]});
+    let (status, answer) = server.post_json("/predict/risk", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["modelName"], "clinical-risk");
+    server.stop().await;
+    std::fs::remove_dir_all(repo).unwrap();
+}

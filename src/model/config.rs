@@ -14,6 +14,9 @@ use crate::engine::{OptimizationLevel, SessionSettings};
 /// The file name inferd reads beside a model's version folders.
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// The model file a version folder holds unless `default_model_filename` says otherwise.
+pub const DEFAULT_MODEL_FILENAME: &str = "model.onnx";
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
@@ -151,7 +154,7 @@ impl ModelConfig {
     }
 
     pub fn model_filename(&self) -> &str {
-        self.default_model_filename.as_deref().unwrap_or("model.onnx")
+        self.default_model_filename.as_deref().unwrap_or(DEFAULT_MODEL_FILENAME)
     }
 
     pub fn instance_count(&self) -> usize {

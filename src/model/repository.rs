@@ -7,14 +7,20 @@
 //!
 //! The highest version that holds a model file is served. A model that fails
 //! to load is recorded with its reason and the others still load. With no
-//! repository, the bundled clinical risk model, compiled into the binary, is
-//! served instead.
+//! repository, or an empty one, the bundled clinical risk model, compiled into
+//! the binary, is served instead.
+//!
+//! Two more layouts are read, as KServe's storage initializer leaves an ONNX
+//! model at `/mnt/models`: a single model folder (`DIR/<version>/model.onnx`)
+//! and a bare file (`DIR/model.onnx`, served as version 1). Both are served
+//! under the name given with `--model-name`, or else the folder's own name.
+//! A repository that holds exactly one model serves it under that name too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::ModelConfig;
+use super::config::{DEFAULT_MODEL_FILENAME, ModelConfig};
 use super::{ModelState, Registry, ServedModel};
 use crate::engine::{Instance, ModelSource, Signature};
 use crate::scheduler::{BatchPolicy, Scheduler};
@@ -38,12 +44,93 @@ pub struct LoadSettings {
 struct Found {
     name: String,
     dir: PathBuf,
+    /// The model file lies in `dir` itself, with no version folder.
+    bare: bool,
 }
 
-/// Loads every model under `dir`. Fails only when `dir` itself cannot be read.
-pub fn load_repository(dir: &Path, settings: &LoadSettings) -> std::io::Result<Registry> {
+/// How the folder given as the repository is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `DIR/<model>/<version>/model.onnx`.
+    Repository,
+    /// `DIR/<version>/model.onnx`: one model with its versions.
+    SingleModel,
+    /// `DIR/model.onnx`: one model, served as version 1.
+    BareFile,
+    /// Nothing to serve: the bundled model is served instead.
+    Empty,
+}
+
+/// Tells the layout of `dir` from what it holds.
+pub fn detect_layout(dir: &Path) -> std::io::Result<Layout> {
+    let mut subfolders = 0;
+    let mut numeric = false;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_file() && name == DEFAULT_MODEL_FILENAME {
+            return Ok(Layout::BareFile);
+        }
+        if path.is_dir() {
+            subfolders += 1;
+            numeric |= name.parse::<u64>().is_ok();
+        }
+    }
+    Ok(match (subfolders, numeric) {
+        (0, _) => Layout::Empty,
+        (_, true) => Layout::SingleModel,
+        _ => Layout::Repository,
+    })
+}
+
+/// Loads every model under `dir`, as [`detect_layout`] finds it laid out.
+/// `name` names a single model (see the module's documentation). Fails only
+/// when `dir` itself cannot be read.
+pub fn load_repository(
+    dir: &Path,
+    name: Option<&str>,
+    settings: &LoadSettings,
+) -> std::io::Result<Registry> {
+    let folder_name = || {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        canonical.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+    };
+    let single_name = || name.map_or_else(folder_name, str::to_string);
+    let layout = detect_layout(dir)?;
+    let found = match layout {
+        Layout::Empty => {
+            tracing::info!(repository = %dir.display(), "the model repository is empty; serving the bundled model");
+            return Ok(load_bundled(settings));
+        }
+        Layout::BareFile => {
+            vec![Found { name: single_name(), dir: dir.to_path_buf(), bare: true }]
+        }
+        Layout::SingleModel => {
+            vec![Found { name: single_name(), dir: dir.to_path_buf(), bare: false }]
+        }
+        Layout::Repository => {
+            let mut found = scan(dir)?;
+            if let Some(name) = name {
+                if let [only] = found.as_mut_slice() {
+                    only.name = name.to_string();
+                } else if !found.iter().any(|f| f.name == name) {
+                    tracing::warn!(
+                        model_name = name,
+                        "--model-name names no model of this repository of several models; \
+                         each is served under its folder name"
+                    );
+                }
+            }
+            found
+        }
+    };
+    tracing::debug!(repository = %dir.display(), ?layout, "model repository read");
     let mut registry = Registry::default();
-    for found in scan(dir)? {
+    for found in found {
         let state = match load_model(&found, settings) {
             Ok(model) => {
                 log_loaded(&model);
@@ -91,7 +178,7 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
         if name.starts_with('.') || !entry.path().is_dir() {
             continue;
         }
-        found.push(Found { name, dir: entry.path() });
+        found.push(Found { name, dir: entry.path(), bare: false });
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
@@ -99,7 +186,11 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
 
 fn load_model(found: &Found, settings: &LoadSettings) -> Result<ServedModel, String> {
     let config = ModelConfig::load(&found.dir)?;
-    let (version, path) = latest_version(&found.dir, config.model_filename())?;
+    let (version, path) = if found.bare {
+        (1, found.dir.join(config.model_filename()))
+    } else {
+        latest_version(&found.dir, config.model_filename())?
+    };
     start_model(&found.name, version, ModelSource::File(path), config, settings)
 }
 
