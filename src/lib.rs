@@ -27,4 +27,5 @@ pub mod scheduler;
 pub mod server;
 pub mod telemetry;
 pub mod tensor;
+pub mod triton;
 pub mod validate;

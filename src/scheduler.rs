@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{Batch, EngineError, Instance};
+use crate::engine::{Batch, ComputeTimes, EngineError, Instance};
 use crate::tensor::Tensor;
 
 /// How an instance forms batches.
@@ -85,9 +85,11 @@ pub enum SubmitError {
     Closed,
 }
 
-/// Counters the instances keep as they work; plain atomics, so recording
-/// one costs no lock and no allocation.
-#[derive(Debug, Default)]
+/// Counters of one served model version, kept by its instances and by the
+/// request path; plain atomics, so recording one costs no lock and no
+/// allocation. Durations are summed in nanoseconds, as Triton's statistics
+/// report them; each request of a batch is charged the batch's compute time.
+#[derive(Debug)]
 pub struct SchedulerStats {
     /// Engine calls made.
     pub executions: AtomicU64,
@@ -99,15 +101,106 @@ pub struct SchedulerStats {
     pub expired: AtomicU64,
     /// Requests skipped because their client had gone.
     pub abandoned: AtomicU64,
+    /// Requests refused because the queue was full.
+    pub refused: AtomicU64,
+    /// Requests answered with outputs, and their whole time from validation
+    /// to answer.
+    pub success: DurationSum,
+    /// Requests answered with an error, and their time.
+    pub fail: DurationSum,
+    /// Computed requests' time in the queue.
+    pub queue: DurationSum,
+    /// Computed requests' share of the engine calls, by phase.
+    pub compute_input: DurationSum,
+    pub compute_infer: DurationSum,
+    pub compute_output: DurationSum,
+    /// Milliseconds since the Unix epoch of the last successful request.
+    pub last_inference_ms: AtomicU64,
+    /// Engine calls by rows in the call: entry `n` holds calls of `n` rows.
+    pub by_batch_size: Box<[BatchSizeStats]>,
+}
+
+/// The engine calls of one batch size, by phase.
+#[derive(Debug, Default)]
+pub struct BatchSizeStats {
+    pub compute_input: DurationSum,
+    pub compute_infer: DurationSum,
+    pub compute_output: DurationSum,
+}
+
+/// A count of events and their summed duration.
+#[derive(Debug, Default)]
+pub struct DurationSum {
+    pub count: AtomicU64,
+    pub ns: AtomicU64,
+}
+
+impl DurationSum {
+    pub fn record(&self, times: u64, each: Duration) {
+        self.count.fetch_add(times, Ordering::Relaxed);
+        self.ns.fetch_add(times * each.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> (u64, u64) {
+        (self.count.load(Ordering::Relaxed), self.ns.load(Ordering::Relaxed))
+    }
 }
 
 impl SchedulerStats {
+    /// Counters for a model whose engine calls take at most `max_rows` rows.
+    pub fn new(max_rows: usize) -> SchedulerStats {
+        SchedulerStats {
+            executions: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            success: DurationSum::default(),
+            fail: DurationSum::default(),
+            queue: DurationSum::default(),
+            compute_input: DurationSum::default(),
+            compute_infer: DurationSum::default(),
+            compute_output: DurationSum::default(),
+            last_inference_ms: AtomicU64::new(0),
+            by_batch_size: (0..=max_rows.max(1)).map(|_| BatchSizeStats::default()).collect(),
+        }
+    }
+
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Records a request's outcome, `took` from validation to answer.
+    pub fn record_request(&self, ok: bool, took: Duration) {
+        if ok {
+            self.success.record(1, took);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_inference_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+        } else {
+            self.fail.record(1, took);
+        }
+    }
+
+    /// Records one engine call of `requests` requests and `rows` rows.
+    fn record_execution(&self, requests: u64, rows: usize, times: &ComputeTimes) {
+        Self::add(&self.executions, 1);
+        Self::add(&self.requests, requests);
+        Self::add(&self.rows, rows as u64);
+        if let Some(size) = self.by_batch_size.get(rows) {
+            size.compute_input.record(1, times.input);
+            size.compute_infer.record(1, times.infer);
+            size.compute_output.record(1, times.output);
+        }
+        self.compute_input.record(requests, times.input);
+        self.compute_infer.record(requests, times.infer);
+        self.compute_output.record(requests, times.output);
     }
 }
 
@@ -156,7 +249,7 @@ impl Scheduler {
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = crossbeam_channel::bounded(policy.queue_size);
         let policy = Arc::new(policy);
-        let stats = Arc::new(SchedulerStats::default());
+        let stats = Arc::new(SchedulerStats::new(policy.max_batch_size));
         let mut workers = Vec::with_capacity(instances.len());
         for (i, instance) in instances.into_iter().enumerate() {
             let (rx, policy, stats) = (rx.clone(), Arc::clone(&policy), Arc::clone(&stats));
@@ -175,7 +268,10 @@ impl Scheduler {
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let queue = self.queue.as_ref().ok_or(SubmitError::Closed)?;
         queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => SubmitError::QueueFull,
+            TrySendError::Full(_) => {
+                SchedulerStats::add(&self.stats.refused, 1);
+                SubmitError::QueueFull
+            }
             TrySendError::Disconnected(_) => SubmitError::Closed,
         })
     }
@@ -292,12 +388,11 @@ impl Worker {
         let result = self.instance.run_batch(&mut Jobs(&mut self.batch));
         let compute_time = started.elapsed();
         match result {
-            Ok(()) => {
-                SchedulerStats::add(&self.stats.executions, 1);
-                SchedulerStats::add(&self.stats.requests, self.batch.len() as u64);
-                SchedulerStats::add(&self.stats.rows, rows as u64);
+            Ok(times) => {
+                self.stats.record_execution(self.batch.len() as u64, rows, &times);
                 for job in self.batch.drain(..) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
+                    self.stats.queue.record(1, queue_time);
                     let outputs = job.results;
                     let answer = Answer { outputs, queue_time, compute_time, batch_rows: rows };
                     // The client may have gone while the engine ran; nobody is left to tell.
@@ -305,10 +400,10 @@ impl Worker {
                 }
             }
             Err(error) if self.batch.len() == 1 => {
-                SchedulerStats::add(&self.stats.executions, 1);
-                SchedulerStats::add(&self.stats.requests, 1);
-                SchedulerStats::add(&self.stats.rows, rows as u64);
+                let times = ComputeTimes { infer: compute_time, ..ComputeTimes::default() };
+                self.stats.record_execution(1, rows, &times);
                 let job = self.batch.pop().expect("one job");
+                self.stats.queue.record(1, started.saturating_duration_since(job.enqueued));
                 let _ = job.reply.send(Err(JobError::Engine(Arc::new(error))));
             }
             Err(_) => {

@@ -108,6 +108,8 @@ macro_rules! for_each_buffer_type {
             Int16(i16),
             Int32(i32),
             Int64(i64),
+            Fp16(half::f16),
+            Bf16(half::bf16),
             Fp32(f32),
             Fp64(f64),
         }
@@ -116,25 +118,43 @@ macro_rules! for_each_buffer_type {
 
 macro_rules! define_tensor_data {
     ($($variant:ident($ty:ty)),* $(,)?) => {
-        /// A typed, row-major element buffer.
+        /// A row-major element buffer: typed, or the little-endian bytes a
+        /// binary request carried ([`Encoded`]), which are decoded only where
+        /// they are copied into the engine's buffers.
         ///
-        /// Only types with a native Rust representation have a buffer here;
-        /// FP16, BF16 and BYTES arrive with the binary tensor extension.
+        /// BYTES (strings) has no buffer form.
         #[derive(Debug, Clone, PartialEq)]
         pub enum TensorData {
             $($variant(Vec<$ty>),)*
+            Encoded(Encoded),
         }
 
         impl TensorData {
             pub fn datatype(&self) -> DataType {
                 match self {
                     $(TensorData::$variant(_) => DataType::$variant,)*
+                    TensorData::Encoded(e) => e.datatype,
                 }
             }
 
             pub fn len(&self) -> usize {
                 match self {
                     $(TensorData::$variant(v) => v.len(),)*
+                    TensorData::Encoded(e) => e.len(),
+                }
+            }
+
+            /// This buffer in typed form: itself, or a decoded copy of
+            /// encoded bytes.
+            pub fn typed(&self) -> std::borrow::Cow<'_, TensorData> {
+                match self {
+                    TensorData::Encoded(e) => {
+                        let mut typed = TensorData::with_capacity(e.datatype, e.len())
+                            .expect("encoded data is only made for types with a buffer form");
+                        typed.extend_from(self);
+                        std::borrow::Cow::Owned(typed)
+                    }
+                    typed => std::borrow::Cow::Borrowed(typed),
                 }
             }
 
@@ -145,15 +165,22 @@ macro_rules! define_tensor_data {
             pub fn clear(&mut self) {
                 match self {
                     $(TensorData::$variant(v) => v.clear(),)*
+                    TensorData::Encoded(e) => e.bytes.clear(),
                 }
             }
 
             /// Appends `other`'s elements; `false` (and nothing appended) when
-            /// the element types differ.
+            /// the element types differ or `self` is not typed.
             pub fn extend_from(&mut self, other: &TensorData) -> bool {
                 match (self, other) {
                     $((TensorData::$variant(a), TensorData::$variant(b)) => {
                         a.extend_from_slice(b);
+                        true
+                    })*
+                    $((TensorData::$variant(a), TensorData::Encoded(b)) if b.datatype == DataType::$variant => {
+                        let start = a.len();
+                        a.resize(start + b.len(), <$ty>::default());
+                        <$ty as LittleEndian>::decode_into(&mut a[start..], &b.bytes);
                         true
                     })*
                     _ => false,
@@ -168,6 +195,10 @@ macro_rules! define_tensor_data {
                         to.clear();
                         to.extend_from_slice(&from[range]);
                     })*
+                    (TensorData::Encoded(e), target) => {
+                        let typed = TensorData::Encoded(e.clone()).typed().into_owned();
+                        typed.copy_range_into(range, target);
+                    }
                     (from, target) => {
                         let mut fresh = TensorData::with_capacity(from.datatype(), range.len())
                             .expect("a buffer's own type has a buffer form");
@@ -190,7 +221,25 @@ macro_rules! define_tensor_data {
                             None => false,
                         }
                     })*
+                    $((TensorData::$variant(to), TensorData::Encoded(from)) if from.datatype == DataType::$variant => {
+                        match to.get_mut(offset..offset + from.len()) {
+                            Some(place) => {
+                                <$ty as LittleEndian>::decode_into(place, &from.bytes);
+                                true
+                            }
+                            None => false,
+                        }
+                    })*
                     _ => false,
+                }
+            }
+
+            /// Appends the elements little-endian to `out`, as the binary
+            /// tensor extension and gRPC's raw contents carry them.
+            pub fn write_le(&self, out: &mut Vec<u8>) {
+                match self {
+                    $(TensorData::$variant(v) => <$ty as LittleEndian>::encode(v, out),)*
+                    TensorData::Encoded(e) => out.extend_from_slice(&e.bytes),
                 }
             }
 
@@ -216,6 +265,7 @@ macro_rules! define_tensor_data {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 match self {
                     $(TensorData::$variant(v) => v.serialize(s),)*
+                    TensorData::Encoded(_) => self.typed().serialize(s),
                 }
             }
         }
@@ -223,6 +273,86 @@ macro_rules! define_tensor_data {
 }
 
 for_each_buffer_type!(define_tensor_data);
+
+// The wire format of tensors is little-endian and is copied to and from
+// typed buffers as bytes.
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "inferd copies little-endian tensor bytes as they are: build it for a little-endian target"
+);
+
+/// The little-endian bytes of a tensor as a binary request carried them,
+/// checked once: a whole number of elements, and BOOL bytes 0 or 1. They
+/// share the request body's memory; nothing is copied until the engine's
+/// batch buffer is filled from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    datatype: DataType,
+    bytes: bytes::Bytes,
+}
+
+impl Encoded {
+    /// Checks `bytes` as exactly `count` elements of `datatype`.
+    pub fn new(datatype: DataType, bytes: bytes::Bytes, count: usize) -> Result<Encoded, String> {
+        if datatype == DataType::Bytes {
+            return Err("BYTES tensors are not supported by this server".to_string());
+        }
+        let size = datatype.size();
+        if Some(bytes.len()) != count.checked_mul(size) {
+            return Err(format!(
+                "binary data holds {} bytes, but its shape needs {count} elements of {size} bytes",
+                bytes.len()
+            ));
+        }
+        if datatype == DataType::Bool
+            && let Some(at) = bytes.iter().position(|&b| b > 1)
+        {
+            return Err(format!("BOOL element {at} is neither 0 nor 1"));
+        }
+        Ok(Encoded { datatype, bytes })
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.datatype.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Copying elements from and to their little-endian bytes.
+trait LittleEndian: Sized {
+    /// Fills `to` from `bytes`, which hold exactly `to.len()` elements.
+    fn decode_into(to: &mut [Self], bytes: &[u8]);
+    fn encode(from: &[Self], out: &mut Vec<u8>);
+}
+
+impl LittleEndian for bool {
+    fn decode_into(to: &mut [bool], bytes: &[u8]) {
+        for (b, &byte) in to.iter_mut().zip(bytes) {
+            *b = byte != 0;
+        }
+    }
+    fn encode(from: &[bool], out: &mut Vec<u8>) {
+        out.extend(from.iter().map(|&b| b as u8));
+    }
+}
+
+macro_rules! plain_little_endian {
+    ($($ty:ty),*) => {$(
+        impl LittleEndian for $ty {
+            fn decode_into(to: &mut [$ty], bytes: &[u8]) {
+                bytemuck::cast_slice_mut::<$ty, u8>(to).copy_from_slice(bytes);
+            }
+            fn encode(from: &[$ty], out: &mut Vec<u8>) {
+                out.extend_from_slice(bytemuck::cast_slice::<$ty, u8>(from));
+            }
+        }
+    )*};
+}
+
+plain_little_endian!(u8, u16, u32, u64, i8, i16, i32, i64, half::f16, half::bf16, f32, f64);
 
 /// A shape and the data that fills it. `shape`'s product equals `data.len()`;
 /// constructors that can break that are the validators' business, not this type's.
@@ -305,9 +435,34 @@ mod tests {
     }
 
     #[test]
-    fn buffers_exist_only_for_json_capable_types() {
+    fn buffers_exist_for_every_type_but_bytes() {
         for t in DataType::ALL {
-            assert_eq!(TensorData::with_capacity(t, 0).is_some(), t.json_capable(), "{t}");
+            assert_eq!(TensorData::with_capacity(t, 0).is_some(), t != DataType::Bytes, "{t}");
         }
+    }
+
+    #[test]
+    fn encoded_bytes_decode_where_they_are_copied() {
+        let values = [1.5f32, -2.0, 0.25];
+        let mut bytes = Vec::new();
+        TensorData::Fp32(values.to_vec()).write_le(&mut bytes);
+        let encoded = TensorData::Encoded(Encoded::new(DataType::Fp32, bytes.into(), 3).unwrap());
+        assert_eq!(encoded.len(), 3);
+        assert_eq!(*encoded.typed(), TensorData::Fp32(values.to_vec()));
+        let mut buffer = TensorData::zeroed(DataType::Fp32, 5).unwrap();
+        assert!(buffer.write_at(1, &encoded));
+        assert_eq!(buffer, TensorData::Fp32(vec![0.0, 1.5, -2.0, 0.25, 0.0]));
+        assert!(!TensorData::zeroed(DataType::Int32, 5).unwrap().write_at(0, &encoded));
+    }
+
+    #[test]
+    fn encoded_bytes_are_checked_once() {
+        let e = Encoded::new(DataType::Fp32, vec![0u8; 7].into(), 2).unwrap_err();
+        assert!(e.contains("7 bytes"), "{e}");
+        let e = Encoded::new(DataType::Bool, vec![0u8, 1, 2].into(), 3).unwrap_err();
+        assert!(e.contains("element 2 is neither 0 nor 1"), "{e}");
+        let bools = Encoded::new(DataType::Bool, vec![1u8, 0].into(), 2).unwrap();
+        assert_eq!(*TensorData::Encoded(bools).typed(), TensorData::Bool(vec![true, false]));
+        assert!(Encoded::new(DataType::Bytes, vec![0u8; 8].into(), 1).is_err());
     }
 }

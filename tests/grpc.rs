@@ -194,6 +194,15 @@ async fn every_raw_element_type_round_trips() {
             "FP64",
             [0.1f64, -2.5, 3.0, 1e300, 0.0, -0.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
         ),
+        // FP16 has no typed contents field: raw bytes are its only form.
+        (
+            "fp16",
+            "FP16",
+            [0.5f32, -2.0, 65504.0, 0.0, 1.0e-3, 3.0]
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+        ),
     ];
     for (suffix, datatype, bytes) in cases {
         let request = ModelInferRequest {
@@ -261,9 +270,18 @@ async fn bad_requests_get_the_right_status_codes() {
             "holds 4 elements, but 0 were given",
         ),
         (
-            ModelInferRequest { inputs: vec![input("input", "FP16", vec![1, 4], None)], ..base() },
+            ModelInferRequest {
+                inputs: vec![input("input", "FP16", vec![1, 4], None)],
+                raw_input_contents: vec![vec![0u8; 8].into()],
+                ..base()
+            },
             Code::InvalidArgument,
-            "FP16",
+            "has datatype FP16 but model 'dyn_batch' expects FP32",
+        ),
+        (
+            ModelInferRequest { inputs: vec![input("input", "BYTES", vec![1, 4], None)], ..base() },
+            Code::InvalidArgument,
+            "BYTES, which this server does not support",
         ),
     ];
     for (request, code, needle) in cases {

@@ -16,6 +16,8 @@ mod raw;
 pub mod runtime;
 pub mod session;
 
+use std::time::{Duration, Instant};
+
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorRef};
 
@@ -88,7 +90,10 @@ impl Instance {
     /// Runs the model once on `inputs` and returns every output, in
     /// signature order. This is `ort`'s safe path; it allocates.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
-        let views = inputs.iter().map(|t| (t.shape.as_slice(), &t.data));
+        // Encoded bytes are decoded here, once, since ONNX Runtime reads
+        // typed, aligned memory.
+        let typed: Vec<_> = inputs.iter().map(|t| t.data.typed()).collect();
+        let views = inputs.iter().zip(&typed).map(|(t, data)| (t.shape.as_slice(), &**data));
         let feeds = feeds_for(&self.signature, views)?;
         let results = self.session.run(feeds).map_err(run_error)?;
         (0..self.signature.outputs.len())
@@ -100,7 +105,7 @@ impl Instance {
     /// rows of each output it asked for into the place `batch` gives.
     /// Items must agree on every dimension past the first; the scheduler
     /// only batches those that do.
-    pub fn run_batch(&mut self, batch: &mut impl Batch) -> Result<(), EngineError> {
+    pub fn run_batch(&mut self, batch: &mut impl Batch) -> Result<ComputeTimes, EngineError> {
         let total_rows: usize = (0..batch.len()).map(|i| batch.rows(i)).sum();
         if let Some(fixed) = &mut self.fixed
             && total_rows <= fixed.max_rows()
@@ -115,9 +120,10 @@ impl Instance {
         &mut self,
         batch: &mut impl Batch,
         total_rows: usize,
-    ) -> Result<(), EngineError> {
-        let results = if batch.len() == 1 {
-            self.run(batch.inputs(0))?
+    ) -> Result<ComputeTimes, EngineError> {
+        let started = Instant::now();
+        let (gathered, results) = if batch.len() == 1 {
+            (started, self.run(batch.inputs(0))?)
         } else {
             let mut joined = Vec::with_capacity(self.signature.inputs.len());
             for (i, spec) in self.signature.inputs.iter().enumerate() {
@@ -134,8 +140,9 @@ impl Instance {
                 shape[0] = total_rows as i64;
                 joined.push(Tensor { shape, data });
             }
-            self.run(&joined)?
+            (Instant::now(), self.run(&joined)?)
         };
+        let ran = Instant::now();
         for (o, output) in results.iter().enumerate() {
             let name = &self.signature.outputs[o].name;
             if batch.len() > 1 && output.shape.first().copied() != Some(total_rows as i64) {
@@ -164,7 +171,22 @@ impl Instance {
                 start = end;
             }
         }
-        Ok(())
+        Ok(ComputeTimes { input: gathered - started, infer: ran - gathered, output: ran.elapsed() })
+    }
+}
+
+/// Where one engine call's time went: copying inputs into the engine's
+/// buffers, the ONNX Runtime call, and handing outputs back.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ComputeTimes {
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
+}
+
+impl ComputeTimes {
+    pub fn total(&self) -> Duration {
+        self.input + self.infer + self.output
     }
 }
 
@@ -207,6 +229,7 @@ fn tensor_view<'v>(shape: &'v [i64], data: &'v TensorData) -> ort::Result<Sessio
         ($($variant:ident($ty:ty)),* $(,)?) => {
             match data {
                 $(TensorData::$variant(v) => TensorRef::from_array_view((shape, v.as_slice()))?.into(),)*
+                TensorData::Encoded(_) => return Err(ort::Error::new("encoded data must be decoded before it is viewed")),
             }
         };
     }

@@ -13,11 +13,14 @@
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::ptr::NonNull;
+use std::time::Instant;
 
 use ort::AsPointer;
 use ort::memory::MemoryInfo;
 use ort::session::Session;
 use ort::value::TensorElementType;
+
+use super::ComputeTimes;
 
 use super::{Batch, Signature, TensorSpec};
 use crate::tensor::{DataType, TensorData, element_count};
@@ -51,7 +54,7 @@ impl FixedPath {
     pub fn new(signature: &Signature, max_rows: usize) -> Result<Option<FixedPath>, String> {
         let rest = |spec: &TensorSpec| {
             let rest = spec.shape.get(1..)?;
-            let fixed = rest.iter().all(|&d| d >= 0) && spec.datatype.json_capable();
+            let fixed = rest.iter().all(|&d| d >= 0) && spec.datatype != DataType::Bytes;
             fixed.then(|| rest.to_vec())
         };
         let Some(input_rest) = signature.inputs.iter().map(rest).collect::<Option<Vec<_>>>() else {
@@ -128,7 +131,8 @@ impl FixedPath {
         session: &mut Session,
         batch: &mut impl Batch,
         total_rows: usize,
-    ) -> Result<(), String> {
+    ) -> Result<ComputeTimes, String> {
+        let started = Instant::now();
         // Gather every item's inputs into the front of the buffers.
         for (i, buffer) in self.inputs.iter_mut().enumerate() {
             let mut offset = 0;
@@ -143,8 +147,10 @@ impl FixedPath {
             }
         }
 
+        let gathered = Instant::now();
         let views = &mut self.views[total_rows - 1];
         run(session, &self.input_names, &self.output_names, views)?;
+        let ran = Instant::now();
 
         // Hand each item its rows of each output.
         for (o, buffer) in self.outputs.iter().enumerate() {
@@ -162,7 +168,7 @@ impl FixedPath {
                 start = end;
             }
         }
-        Ok(())
+        Ok(ComputeTimes { input: gathered - started, infer: ran - gathered, output: ran.elapsed() })
     }
 }
 
@@ -321,6 +327,7 @@ fn raw_parts(buffer: &mut TensorData) -> (*mut c_void, usize, TensorElementType)
         ($($variant:ident($ty:ty)),* $(,)?) => {
             match buffer {
                 $(TensorData::$variant(v) => (v.as_mut_ptr().cast::<c_void>(), v.len() * size_of::<$ty>(), ty),)*
+                TensorData::Encoded(_) => unreachable!("batch buffers are made typed, by TensorData::zeroed"),
             }
         };
     }

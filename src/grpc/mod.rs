@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use proto::grpc_inference_service_server::GrpcInferenceService;
 use proto::infer_parameter::ParameterChoice;
 use proto::model_infer_request::InferInputTensor;
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::model::PLATFORM;
-use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::tensor::{DataType, Encoded, Tensor, TensorData, element_count};
 use crate::validate::{InferRequest, NamedTensor};
 
 pub use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -78,8 +79,32 @@ impl GrpcInferenceService for Service {
         Ok(Response::new(ServerMetadataResponse {
             name: "inferd".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: Vec::new(),
+            extensions: crate::http::v2::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<ModelConfigRequest>,
+    ) -> Result<Response<ModelConfigResponse>, Status> {
+        let request = request.into_inner();
+        let registry = self.state.registry.load();
+        let model = registry
+            .resolve(&request.name, version_of(&request.version))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(ModelConfigResponse { config: Some(crate::triton::model_config(model)) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let registry = self.state.registry.load();
+        let model_stats =
+            crate::triton::statistics_of(&registry, &request.name, version_of(&request.version))
+                .map_err(ApiError::from)?;
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
 
     async fn model_metadata(
@@ -140,7 +165,9 @@ impl GrpcInferenceService for Service {
                 parameters: HashMap::new(),
                 contents: None,
             });
-            raw.push(to_le_bytes(&tensor.data));
+            let mut bytes = Vec::with_capacity(tensor.data.len() * tensor.datatype().size());
+            tensor.data.write_le(&mut bytes);
+            raw.push(bytes.into());
         }
         Ok(Response::new(ModelInferResponse {
             model_name: model.name.clone(),
@@ -207,7 +234,7 @@ fn decode_request(request: ModelInferRequest) -> Result<InferRequest, Status> {
     }
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for (i, input) in request.inputs.into_iter().enumerate() {
-        let data = decode_input(&input, raw.get(i).map(|b| b.as_ref()))?;
+        let data = decode_input(&input, raw.get(i).cloned())?;
         inputs.push(NamedTensor { name: input.name, tensor: Tensor { shape: input.shape, data } });
     }
     let timeout = match request.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref())
@@ -231,13 +258,15 @@ fn decode_request(request: ModelInferRequest) -> Result<InferRequest, Status> {
     })
 }
 
-fn decode_input(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<TensorData, Status> {
+/// One input's data: raw little-endian bytes, kept as they arrived until the
+/// batch buffer is filled from them, or typed `contents`.
+fn decode_input(input: &InferInputTensor, raw: Option<Bytes>) -> Result<TensorData, Status> {
     let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
         invalid(format!("input '{}' has unknown datatype '{}'", input.name, input.datatype))
     })?;
-    if !datatype.json_capable() {
+    if datatype == DataType::Bytes {
         return Err(invalid(format!(
-            "input '{}' has datatype {datatype}, which this server does not accept yet",
+            "input '{}' has datatype BYTES, which this server does not support",
             input.name
         )));
     }
@@ -245,90 +274,15 @@ fn decode_input(input: &InferInputTensor, raw: Option<&[u8]>) -> Result<TensorDa
         invalid(format!("input '{}' has an invalid shape {:?}", input.name, input.shape))
     })?;
     match raw {
-        Some(bytes) => from_le_bytes(datatype, bytes, count)
-            .map_err(|e| invalid(format!("input '{}': {e}", input.name))),
+        Some(bytes) => Encoded::new(datatype, bytes, count)
+            .map(TensorData::Encoded)
+            .map_err(|e| invalid(format!("input '{}': raw contents: {e}", input.name))),
         None => {
             let contents = input.contents.clone().unwrap_or_default();
             from_contents(datatype, contents)
                 .map_err(|e| invalid(format!("input '{}': {e}", input.name)))
         }
     }
-}
-
-/// Decodes little-endian elements; the byte count must be exactly `count`
-/// elements, so a short or long tensor is refused rather than guessed at.
-fn from_le_bytes(datatype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
-    macro_rules! decode {
-        ($($variant:ident($ty:ty)),* $(,)?) => {
-            match datatype {
-                $(DataType::$variant => {
-                    let size = size_of::<$ty>();
-                    if Some(bytes.len()) != count.checked_mul(size) {
-                        return Err(format!(
-                            "raw contents hold {} bytes, but its shape needs {count} elements of {size} bytes",
-                            bytes.len()
-                        ));
-                    }
-                    TensorData::$variant(
-                        bytes.chunks_exact(size).map(|c| <$ty as LeBytes>::read(c)).collect::<Result<_, _>>()?,
-                    )
-                })*
-                other => return Err(format!("datatype {other} has no raw decoding here")),
-            }
-        };
-    }
-    Ok(crate::for_each_buffer_type!(decode))
-}
-
-/// Reading one little-endian element from exactly its bytes.
-trait LeBytes: Sized {
-    fn read(bytes: &[u8]) -> Result<Self, String>;
-    fn write(&self, out: &mut Vec<u8>);
-}
-
-impl LeBytes for bool {
-    fn read(bytes: &[u8]) -> Result<bool, String> {
-        match bytes[0] {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err("a BOOL element is neither 0 nor 1".to_string()),
-        }
-    }
-    fn write(&self, out: &mut Vec<u8>) {
-        out.push(*self as u8);
-    }
-}
-
-macro_rules! le_bytes {
-    ($($ty:ty),*) => {$(
-        impl LeBytes for $ty {
-            fn read(bytes: &[u8]) -> Result<$ty, String> {
-                Ok(<$ty>::from_le_bytes(bytes.try_into().expect("chunks have the element's size")))
-            }
-            fn write(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-        }
-    )*};
-}
-
-le_bytes!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
-
-fn to_le_bytes(data: &TensorData) -> Vec<u8> {
-    macro_rules! encode {
-        ($($variant:ident($ty:ty)),* $(,)?) => {
-            match data {
-                $(TensorData::$variant(v) => {
-                    let mut out = Vec::with_capacity(v.len() * size_of::<$ty>());
-                    for x in v {
-                        x.write(&mut out);
-                    }
-                    out
-                })*
-            }
-        };
-    }
-    crate::for_each_buffer_type!(encode)
 }
 
 /// Typed `contents`: the field for the datatype, narrowed with range checks
@@ -354,7 +308,11 @@ fn from_contents(datatype: DataType, c: InferTensorContents) -> Result<TensorDat
         DataType::Int64 => TensorData::Int64(c.int64_contents),
         DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
         DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
-        other => return Err(format!("datatype {other} has no typed contents here")),
+        other => {
+            return Err(format!(
+                "datatype {other} has no typed contents field; send it in raw_input_contents"
+            ));
+        }
     })
 }
 
@@ -363,25 +321,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn raw_bytes_round_trip_for_every_type() {
-        let cases = [
-            TensorData::Bool(vec![true, false]),
-            TensorData::Uint16(vec![1, 65535]),
-            TensorData::Int64(vec![i64::MIN, 7]),
-            TensorData::Fp32(vec![0.5, -1.25]),
-            TensorData::Fp64(vec![1e300, -0.0]),
-        ];
-        for data in cases {
-            let bytes = to_le_bytes(&data);
-            assert_eq!(from_le_bytes(data.datatype(), &bytes, data.len()).unwrap(), data);
-        }
-    }
-
-    #[test]
-    fn raw_bytes_of_the_wrong_length_are_refused() {
-        let e = from_le_bytes(DataType::Fp32, &[0; 7], 2).unwrap_err();
-        assert!(e.contains("7 bytes"), "{e}");
-        assert!(from_le_bytes(DataType::Bool, &[2], 1).unwrap_err().contains("neither 0 nor 1"));
+    fn raw_contents_are_kept_encoded_and_checked() {
+        let input = InferInputTensor {
+            name: "x".into(),
+            datatype: "FP16".into(),
+            shape: vec![1, 2],
+            ..Default::default()
+        };
+        let data = decode_input(&input, Some(Bytes::from_static(&[0, 60, 0, 192]))).unwrap();
+        let want = [half::f16::from_f32(1.0), half::f16::from_f32(-2.0)];
+        assert_eq!(*data.typed(), TensorData::Fp16(want.to_vec()));
+        let short = decode_input(&input, Some(Bytes::from_static(&[0, 60]))).unwrap_err();
+        assert!(short.message().contains("2 bytes"), "{}", short.message());
+        let typed = decode_input(&input, None).unwrap_err();
+        assert!(typed.message().contains("raw_input_contents"), "{}", typed.message());
     }
 
     #[test]

@@ -19,6 +19,8 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -92,6 +94,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/versions/{version}", get(v2::model_metadata))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
         .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/config", get(v2::model_config))
+        .route("/v2/models/{model}/versions/{version}/config", get(v2::model_config))
+        .route("/v2/models/stats", get(v2::model_statistics))
+        .route("/v2/models/{model}/stats", get(v2::model_statistics))
+        .route("/v2/models/{model}/versions/{version}/stats", get(v2::model_statistics))
         .route("/v2/models/{model}/infer", post(v2::infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
         .route("/predict/risk", post(risk::predict));
@@ -99,6 +106,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     v2.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // gzip and deflate bodies, both ways, as Triton takes and gives them.
+        // The body limit above counts the inflated bytes.
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        .layer(CompressionLayer::new())
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))

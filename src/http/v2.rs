@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tower_http::request_id::RequestId;
 
-use super::body::JsonBody;
+use super::body::{INFERENCE_HEADER_CONTENT_LENGTH, InferBody};
 use super::{AppState, v2_json};
 use crate::engine::TensorSpec;
 use crate::error::ApiError;
@@ -46,8 +46,15 @@ pub struct ServerMetadata {
     extensions: &'static [&'static str],
 }
 
+/// The protocol extensions served, by Triton's names.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration", "statistics"];
+
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "inferd", version: env!("CARGO_PKG_VERSION"), extensions: &[] })
+    Json(ServerMetadata {
+        name: "inferd",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: EXTENSIONS,
+    })
 }
 
 pub async fn live() -> StatusCode {
@@ -106,18 +113,50 @@ pub async fn model_metadata(
     Ok(Json(body).into_response())
 }
 
-/// `POST /v2/models/M[/versions/V]/infer` with JSON tensors.
+/// `GET /v2/models/M[/versions/V]/config`: Triton's model configuration.
+pub async fn model_config(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = ModelPath::from_params(params);
+    let registry = state.registry.load();
+    let model = registry.resolve(&path.name, path.version.as_deref())?;
+    Ok(Json(crate::triton::model_config_json(&crate::triton::model_config(model))))
+}
+
+/// `GET /v2/models[/M[/versions/V]]/stats`: Triton's statistics, of one
+/// model or of all.
+pub async fn model_statistics(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = ModelPath::from_params(params);
+    let registry = state.registry.load();
+    let stats = crate::triton::statistics_of(&registry, &path.name, path.version.as_deref())?;
+    Ok(Json(crate::triton::statistics_json(&stats)))
+}
+
+/// `POST /v2/models/M[/versions/V]/infer` with JSON tensors, binary ones, or both.
 pub async fn infer(
     State(state): State<Arc<AppState>>,
     Path(params): Path<HashMap<String, String>>,
     Extension(request_id): Extension<RequestId>,
-    JsonBody(body): JsonBody,
+    body: InferBody,
 ) -> Result<Response, ApiError> {
     let path = ModelPath::from_params(params);
     let model = Arc::clone(state.registry.load().resolve(&path.name, path.version.as_deref())?);
-    let request = v2_json::decode_request(&body)?;
-    drop(body);
-    v2_json::check_outputs_fit_json(&model.signature, &request.outputs)?;
+    let (request, form) = match body {
+        InferBody::Json(json) => v2_json::decode_request(&json, None)?,
+        InferBody::WithBinary { json, binary } => v2_json::decode_request(&json, Some(&binary))?,
+        InferBody::Raw(raw) => {
+            let request = v2_json::decode_raw(raw, &model.signature)?;
+            // Outputs come back as JSON, as for a JSON request, except where
+            // JSON cannot carry their type.
+            let form = v2_json::OutputForm::binary_where_needed(&model.signature);
+            (request, form)
+        }
+    };
+    v2_json::check_outputs_fit(&model.signature, &request.outputs, &form)?;
 
     let id = request.id.clone();
     let output = model
@@ -129,8 +168,19 @@ pub async fn infer(
         model.version,
         id.as_deref(),
         output.outputs(&model.signature),
+        &form,
     );
-    let mut response = ([(header::CONTENT_TYPE, "application/json")], encoded).into_response();
+    let mut response = match encoded.header_length {
+        None => ([(header::CONTENT_TYPE, "application/json")], encoded.body).into_response(),
+        Some(length) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+                (INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(length)),
+            ],
+            encoded.body,
+        )
+            .into_response(),
+    };
     super::add_timing_headers(&mut response, &output);
     Ok(response)
 }

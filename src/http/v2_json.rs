@@ -1,10 +1,16 @@
-//! JSON tensors of the Open Inference Protocol v2, in and out.
+//! The Open Inference Protocol v2's JSON body, in and out, with the binary
+//! tensor data extension.
 //!
 //! A request's `data` is held as raw JSON until its `datatype` is known, then
 //! decoded in one pass straight into a typed buffer, flat or nested alike, with
-//! every element checked against the type's range. Error messages give the
-//! element's position, never its value.
+//! every element checked against the type's range. An input with
+//! `binary_data_size` takes its bytes, in input order, from the binary part
+//! that follows the JSON; those bytes stay as they arrived until the batch
+//! buffer is filled from them. Outputs go back as JSON, or as binary after
+//! the JSON when `binary_data` (per output) or `binary_data_output` (per
+//! request) asks. Error messages give the element's position, never its value.
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -12,7 +18,7 @@ use serde_json::value::RawValue;
 use crate::engine::Signature;
 use crate::error::ApiError;
 use crate::http::body::json_message;
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::{DataType, Encoded, Tensor, TensorData, element_count};
 use crate::validate::{InferRequest, NamedTensor};
 
 /// Request-level and tensor-level `parameters`; values are strings, numbers
@@ -38,8 +44,7 @@ struct InputBody<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    /// Read only to refuse `binary_data_size`: binary inputs are not
-    /// accepted yet.
+    /// `binary_data_size` is read from here.
     #[serde(default)]
     parameters: Option<Parameters>,
     #[serde(borrow, default)]
@@ -50,46 +55,55 @@ struct InputBody<'a> {
 #[serde(deny_unknown_fields)]
 struct OutputBody {
     name: String,
-    /// Read only to refuse `binary_data`: binary outputs are not produced yet.
+    /// `binary_data` is read from here.
     #[serde(default)]
     parameters: Option<Parameters>,
 }
 
-/// Whether `parameters` sets `key` to `true`.
-fn flag(parameters: Option<&Parameters>, key: &str) -> bool {
-    parameters.and_then(|p| p.get(key)).and_then(serde_json::Value::as_bool).unwrap_or(false)
+/// Whether `parameters` sets `key` to a boolean, and which.
+fn flag(parameters: Option<&Parameters>, key: &str) -> Result<Option<bool>, ApiError> {
+    match parameters.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::BadRequest(format!("parameter '{key}' must be true or false"))),
+    }
 }
 
-/// The binary tensor data extension is not implemented yet: a request that
-/// asks for it is refused plainly rather than answered in a form it did not
-/// ask for.
-fn refuse_binary(request: &RequestBody<'_>) -> Result<(), ApiError> {
-    let unsupported = |what: &str| {
-        ApiError::BadRequest(format!(
-            "{what}: the binary tensor data extension is not supported by this server yet"
-        ))
-    };
-    if flag(request.parameters.as_ref(), "binary_data_output") {
-        return Err(unsupported("parameter 'binary_data_output'"));
+/// Which outputs go back as binary data.
+#[derive(Debug, Default)]
+pub struct OutputForm {
+    /// `binary_data_output` of the request: the default for every output.
+    all_binary: bool,
+    /// `binary_data` of outputs that set it, overriding the default.
+    per_output: Vec<(String, bool)>,
+}
+
+impl OutputForm {
+    /// JSON for every output but those of types JSON cannot carry.
+    pub fn binary_where_needed(signature: &Signature) -> OutputForm {
+        let per_output = signature
+            .outputs
+            .iter()
+            .filter(|o| !o.datatype.json_capable())
+            .map(|o| (o.name.clone(), true))
+            .collect();
+        OutputForm { all_binary: false, per_output }
     }
-    for output in request.outputs.iter().flatten() {
-        if flag(output.parameters.as_ref(), "binary_data") {
-            return Err(unsupported(&format!("output '{}' asks for binary_data", output.name)));
-        }
+
+    pub fn is_binary(&self, output: &str) -> bool {
+        self.per_output.iter().find(|(name, _)| name == output).map_or(self.all_binary, |p| p.1)
     }
-    for input in &request.inputs {
-        if input.parameters.as_ref().is_some_and(|p| p.contains_key("binary_data_size")) {
-            return Err(unsupported(&format!("input '{}' has binary_data_size", input.name)));
-        }
-    }
-    Ok(())
 }
 
 /// Parses an inference request body into the protocol-independent form.
-pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
+/// `binary` is what followed the JSON header, with the binary extension.
+pub fn decode_request(
+    body: &[u8],
+    binary: Option<&Bytes>,
+) -> Result<(InferRequest, OutputForm), ApiError> {
     let request: RequestBody<'_> = crate::http::body::parse_json(body)?;
-    refuse_binary(&request)?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
+    let mut consumed = 0;
     for input in request.inputs {
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -98,23 +112,141 @@ pub fn decode_request(body: &[u8]) -> Result<InferRequest, ApiError> {
                 input.datatype.chars().take(32).collect::<String>()
             ))
         })?;
-        if !datatype.json_capable() {
-            return Err(ApiError::BadRequest(format!(
-                "input '{}' has datatype {datatype}, which JSON cannot carry; \
-                 send it with the binary tensor data extension",
-                input.name
-            )));
-        }
-        let raw = input
-            .data
-            .ok_or_else(|| ApiError::BadRequest(format!("input '{}' has no 'data'", input.name)))?;
-        let data = decode_data(raw, datatype)
-            .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
+        let data = match binary_size(&input)? {
+            Some(size) => {
+                let data = take_binary(&input, datatype, size, binary, &mut consumed)
+                    .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))?;
+                TensorData::Encoded(data)
+            }
+            None => decode_json_input(&input, datatype)?,
+        };
         inputs.push(NamedTensor { name: input.name, tensor: Tensor { shape: input.shape, data } });
     }
-    let outputs = request.outputs.unwrap_or_default().into_iter().map(|o| o.name).collect();
+    if let Some(binary) = binary
+        && consumed != binary.len()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{} bytes of binary data follow the JSON header, but its inputs' binary_data_size add up to {consumed}",
+            binary.len()
+        )));
+    }
+    let mut form = OutputForm {
+        all_binary: flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false),
+        per_output: Vec::new(),
+    };
+    let mut outputs = Vec::new();
+    for output in request.outputs.unwrap_or_default() {
+        if let Some(binary) = flag(output.parameters.as_ref(), "binary_data")? {
+            form.per_output.push((output.name.clone(), binary));
+        }
+        outputs.push(output.name);
+    }
     let timeout = request_timeout(request.parameters.as_ref())?;
-    Ok(InferRequest { id: request.id, inputs, outputs, timeout })
+    Ok((InferRequest { id: request.id, inputs, outputs, timeout }, form))
+}
+
+/// The request for a raw binary body (`Inference-Header-Content-Length: 0`):
+/// the whole body is the data of the model's one input, whose shape comes
+/// from the model, with a free first dimension read off the body's length.
+pub fn decode_raw(body: Bytes, signature: &Signature) -> Result<InferRequest, ApiError> {
+    let [spec] = signature.inputs.as_slice() else {
+        return Err(ApiError::BadRequest(format!(
+            "a raw binary request (Inference-Header-Content-Length: 0) needs a model with one input; this one has {}",
+            signature.inputs.len()
+        )));
+    };
+    let rest = spec.shape.get(1..).unwrap_or(&[]);
+    let row_elements = element_count(rest).filter(|_| spec.shape.first().is_some());
+    let size = spec.datatype.size();
+    let shape: Vec<i64> = match (spec.shape.first(), row_elements) {
+        (Some(-1), Some(row)) if row > 0 && body.len() % (row * size) == 0 => {
+            std::iter::once((body.len() / (row * size)) as i64)
+                .chain(rest.iter().copied())
+                .collect()
+        }
+        _ if spec.shape.iter().all(|&d| d >= 0) => spec.shape.clone(),
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "a raw binary request cannot tell the shape of input '{}' ({:?}) from {} bytes; \
+                 send a JSON header that gives it",
+                spec.name,
+                spec.shape,
+                body.len()
+            )));
+        }
+    };
+    let count = element_count(&shape).unwrap_or(0);
+    let data = Encoded::new(spec.datatype, body, count)
+        .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", spec.name)))?;
+    Ok(InferRequest {
+        id: None,
+        inputs: vec![NamedTensor {
+            name: spec.name.clone(),
+            tensor: Tensor { shape, data: TensorData::Encoded(data) },
+        }],
+        outputs: Vec::new(),
+        timeout: None,
+    })
+}
+
+/// An input's `binary_data_size` parameter, when it has one.
+fn binary_size(input: &InputBody<'_>) -> Result<Option<usize>, ApiError> {
+    let Some(value) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
+        return Ok(None);
+    };
+    let size = value.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "input '{}': binary_data_size must be a whole number of bytes",
+            input.name
+        ))
+    })?;
+    if input.data.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "input '{}' has both 'data' and binary_data_size; give one",
+            input.name
+        )));
+    }
+    Ok(Some(size))
+}
+
+/// The next `size` bytes of the binary part, as this input's data.
+fn take_binary(
+    input: &InputBody<'_>,
+    datatype: DataType,
+    size: usize,
+    binary: Option<&Bytes>,
+    consumed: &mut usize,
+) -> Result<Encoded, String> {
+    let binary = binary.ok_or(
+        "binary_data_size is set, but the request has no binary part \
+         (send Inference-Header-Content-Length)",
+    )?;
+    let end = consumed.checked_add(size).filter(|&end| end <= binary.len()).ok_or_else(|| {
+        format!(
+            "binary_data_size is {size}, but only {} bytes of binary data are left",
+            binary.len() - *consumed
+        )
+    })?;
+    let count = element_count(&input.shape)
+        .ok_or_else(|| format!("has an invalid shape {:?}", input.shape))?;
+    let data = Encoded::new(datatype, binary.slice(*consumed..end), count)?;
+    *consumed = end;
+    Ok(data)
+}
+
+fn decode_json_input(input: &InputBody<'_>, datatype: DataType) -> Result<TensorData, ApiError> {
+    if !datatype.json_capable() {
+        return Err(ApiError::BadRequest(format!(
+            "input '{}' has datatype {datatype}, which JSON cannot carry; \
+             send it with the binary tensor data extension",
+            input.name
+        )));
+    }
+    let raw = input
+        .data
+        .ok_or_else(|| ApiError::BadRequest(format!("input '{}' has no 'data'", input.name)))?;
+    decode_data(raw, datatype)
+        .map_err(|e| ApiError::BadRequest(format!("input '{}': {e}", input.name)))
 }
 
 /// Triton's `timeout` request parameter: a deadline in microseconds. Zero
@@ -134,18 +266,22 @@ fn request_timeout(
     }
 }
 
-/// Refuses a request whose answer would hold a type JSON cannot carry.
-/// `outputs` are the names asked for; empty means all.
-pub fn check_outputs_fit_json(signature: &Signature, outputs: &[String]) -> Result<(), ApiError> {
+/// Refuses a request whose answer would hold, as JSON, a type JSON cannot
+/// carry. `outputs` are the names asked for; empty means all.
+pub fn check_outputs_fit(
+    signature: &Signature,
+    outputs: &[String],
+    form: &OutputForm,
+) -> Result<(), ApiError> {
     let unfit = signature
         .outputs
         .iter()
         .filter(|o| outputs.is_empty() || outputs.contains(&o.name))
-        .find(|o| !o.datatype.json_capable());
+        .find(|o| !o.datatype.json_capable() && !form.is_binary(&o.name));
     match unfit {
         Some(o) => Err(ApiError::BadRequest(format!(
             "output '{}' has datatype {}, which JSON cannot carry; \
-             ask for it with the binary tensor data extension",
+             ask for it as binary data (parameter binary_data)",
             o.name, o.datatype
         ))),
         None => Ok(()),
@@ -166,7 +302,22 @@ struct OutputTensorBody<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [i64],
-    data: &'a TensorData,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a TensorData>,
+}
+
+#[derive(Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
+}
+
+/// An encoded response body; `header_length` is the JSON header's length
+/// when binary outputs follow it.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
 }
 
 /// Serialises an inference response; `outputs` are `(name, tensor)` pairs.
@@ -175,21 +326,38 @@ pub fn encode_response<'a>(
     version: u64,
     id: Option<&str>,
     outputs: impl Iterator<Item = (&'a str, &'a Tensor)>,
-) -> Vec<u8> {
-    let body = ResponseBody {
-        model_name: model,
-        model_version: version.to_string(),
-        id,
-        outputs: outputs
-            .map(|(name, t)| OutputTensorBody {
+    form: &OutputForm,
+) -> EncodedResponse {
+    let mut binary: Vec<&Tensor> = Vec::new();
+    let outputs = outputs
+        .map(|(name, t)| {
+            let as_binary = form.is_binary(name);
+            if as_binary {
+                binary.push(t);
+            }
+            OutputTensorBody {
                 name,
                 datatype: t.datatype().as_str(),
                 shape: &t.shape,
-                data: &t.data,
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&body).expect("serialising plain data to memory cannot fail")
+                parameters: as_binary.then(|| BinaryParameters {
+                    binary_data_size: t.data.len() * t.datatype().size(),
+                }),
+                data: (!as_binary).then_some(&t.data),
+            }
+        })
+        .collect();
+    let body = ResponseBody { model_name: model, model_version: version.to_string(), id, outputs };
+    let mut encoded =
+        serde_json::to_vec(&body).expect("serialising plain data to memory cannot fail");
+    if binary.is_empty() {
+        return EncodedResponse { body: encoded, header_length: None };
+    }
+    let header_length = encoded.len();
+    encoded.reserve(binary.iter().map(|t| t.data.len() * t.datatype().size()).sum());
+    for tensor in binary {
+        tensor.data.write_le(&mut encoded);
+    }
+    EncodedResponse { body: encoded, header_length: Some(header_length) }
 }
 
 /// Nesting deeper than any real tensor's rank is refused before it costs stack.
@@ -390,6 +558,27 @@ impl JsonElement for f32 {
     }
 }
 
+/// Half-precision types travel as binary data only; these let the one JSON
+/// decoder cover every buffer type.
+macro_rules! half_element {
+    ($($ty:ty),*) => {$(
+        impl JsonElement for $ty {
+            fn from_i64(v: i64) -> Result<Self, &'static str> {
+                <Self as JsonElement>::from_f64(v as f64)
+            }
+            fn from_u64(v: u64) -> Result<Self, &'static str> {
+                <Self as JsonElement>::from_f64(v as f64)
+            }
+            fn from_f64(v: f64) -> Result<Self, &'static str> {
+                let narrowed = <$ty>::from_f64(v);
+                if narrowed.is_finite() { Ok(narrowed) } else { Err("is out of range") }
+            }
+        }
+    )*};
+}
+
+half_element!(half::f16, half::bf16);
+
 impl JsonElement for f64 {
     fn from_i64(v: i64) -> Result<Self, &'static str> {
         Ok(v as f64)
@@ -474,33 +663,82 @@ mod tests {
     fn request_decodes_inputs_outputs_and_id() {
         let body = br#"{"id": "r1", "inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32",
             "data": [[1.5, 2]]}], "outputs": [{"name": "y"}]}"#;
-        let request = decode_request(body).unwrap();
+        let (request, form) = decode_request(body, None).unwrap();
+        assert!(!form.is_binary("y"));
         assert_eq!(request.id.as_deref(), Some("r1"));
         assert_eq!(request.outputs, vec!["y".to_string()]);
         assert_eq!(request.inputs[0].tensor.data, TensorData::Fp32(vec![1.5, 2.0]));
     }
 
+    fn fp32_bytes(values: &[f32]) -> Bytes {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+    }
+
     #[test]
-    fn requests_for_binary_tensors_are_refused_plainly() {
-        let output = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
-            "outputs": [{"name": "y", "parameters": {"binary_data": true}}]}"#;
-        let whole = br#"{"parameters": {"binary_data_output": true},
-            "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#;
-        let input = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
-            "parameters": {"binary_data_size": 4}}]}"#;
-        for body in [&output[..], &whole[..], &input[..]] {
-            let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else { panic!() };
-            assert!(e.contains("binary tensor data extension is not supported"), "{e}");
+    fn binary_inputs_take_their_bytes_in_order() {
+        let body = br#"{"inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+            {"name": "b", "shape": [1], "datatype": "INT64", "data": [7]},
+            {"name": "c", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}],
+            "parameters": {"binary_data_output": true},
+            "outputs": [{"name": "y", "parameters": {"binary_data": false}}, {"name": "z"}]}"#;
+        let binary = fp32_bytes(&[1.5, -2.0, 8.0]);
+        let (request, form) = decode_request(body, Some(&binary)).unwrap();
+        assert_eq!(*request.inputs[0].tensor.data.typed(), TensorData::Fp32(vec![1.5, -2.0]));
+        assert_eq!(request.inputs[1].tensor.data, TensorData::Int64(vec![7]));
+        assert_eq!(*request.inputs[2].tensor.data.typed(), TensorData::Fp32(vec![8.0]));
+        assert!(!form.is_binary("y"), "binary_data on an output overrides the request's");
+        assert!(form.is_binary("z"));
+    }
+
+    #[test]
+    fn binary_parts_that_do_not_add_up_are_refused() {
+        let one = br#"{"inputs": [{"name": "a", "shape": [2], "datatype": "FP32",
+            "parameters": {"binary_data_size": 8}}]}"#;
+        let cases: [(&[u8], Option<Bytes>, &str); 5] = [
+            (one, Some(fp32_bytes(&[1.0])), "only 4 bytes of binary data are left"),
+            (one, Some(fp32_bytes(&[1.0, 2.0, 3.0])), "12 bytes of binary data follow"),
+            (one, None, "no binary part"),
+            (
+                br#"{"inputs": [{"name": "a", "shape": [3], "datatype": "FP32",
+                    "parameters": {"binary_data_size": 8}}]}"#,
+                Some(fp32_bytes(&[1.0, 2.0])),
+                "needs 3 elements",
+            ),
+            (
+                br#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1],
+                    "parameters": {"binary_data_size": 4}}]}"#,
+                Some(fp32_bytes(&[1.0])),
+                "both 'data' and binary_data_size",
+            ),
+        ];
+        for (body, binary, want) in cases {
+            let Err(ApiError::BadRequest(e)) = decode_request(body, binary.as_ref()) else {
+                panic!("{want}: accepted")
+            };
+            assert!(e.contains(want), "{e} (wanted {want})");
         }
-        let off = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}],
-            "outputs": [{"name": "y", "parameters": {"binary_data": false}}]}"#;
-        assert!(decode_request(off).is_ok());
+    }
+
+    #[test]
+    fn binary_outputs_follow_the_json_header() {
+        let y = Tensor { shape: vec![1, 2], data: TensorData::Fp32(vec![0.5, 1.0]) };
+        let z = Tensor { shape: vec![1], data: TensorData::Int64(vec![3]) };
+        let form = OutputForm { all_binary: false, per_output: vec![("y".into(), true)] };
+        let encoded = encode_response("m", 1, None, [("y", &y), ("z", &z)].into_iter(), &form);
+        let header_length = encoded.header_length.unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&encoded.body[..header_length]).unwrap();
+        assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert!(header["outputs"][0].get("data").is_none());
+        assert_eq!(header["outputs"][1]["data"], serde_json::json!([3]));
+        assert_eq!(&encoded.body[header_length..], &fp32_bytes(&[0.5, 1.0])[..]);
     }
 
     #[test]
     fn json_cannot_carry_half_precision() {
         let body = br#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [1]}]}"#;
-        let ApiError::BadRequest(e) = decode_request(body).unwrap_err() else { panic!() };
+        let ApiError::BadRequest(e) = decode_request(body, None).unwrap_err() else { panic!() };
         assert!(e.contains("FP16, which JSON cannot carry"), "{e}");
     }
 }

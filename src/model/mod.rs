@@ -107,6 +107,13 @@ impl ServedModel {
     /// future (the client went away) drops the reply channel, and the
     /// instance then skips the job.
     pub async fn infer(&self, request: InferRequest) -> Result<InferOutput, InferError> {
+        let started = Instant::now();
+        let result = self.infer_unrecorded(request).await;
+        self.stats().record_request(result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn infer_unrecorded(&self, request: InferRequest) -> Result<InferOutput, InferError> {
         let timeout = request.timeout.or(self.default_timeout);
         let validated = validate(&self.name, &self.signature, request)?;
         let max_batch = self.max_batch_size();

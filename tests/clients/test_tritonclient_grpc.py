@@ -98,3 +98,67 @@ def test_wrong_shape(client):
     tensor = grpcclient.InferInput("input", [1, 3], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
     expect_error(lambda: client.infer("dyn_batch", [tensor]), "StatusCode.INVALID_ARGUMENT", "expects [-1, 4]")
+
+
+# ---------------------------------------------------------------------------
+# Model configuration and statistics: the ModelConfig and ModelStatistics RPCs
+# that perf_analyzer and Triton's tools call.
+# ---------------------------------------------------------------------------
+
+from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
+
+from conftest import TWO_IO_CONFIG, wait_until  # noqa: E402
+
+
+@pytest.mark.parametrize("version", ["", "1"])
+def test_model_config(client, version):
+    config = client.get_model_config("two_io", version).config
+    assert (config.name, config.platform, config.backend) == ("two_io", "onnxruntime_onnx", "onnxruntime")
+    assert config.max_batch_size == TWO_IO_CONFIG["max_batch_size"]
+    for side, tensors in [("input", config.input), ("output", config.output)]:
+        got = [(t.name, mc.DataType.Name(t.data_type), list(t.dims)) for t in tensors]
+        assert got == TWO_IO_CONFIG[side], tensors
+    assert config.HasField("dynamic_batching")
+    assert [(g.count, mc.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [
+        (1, "KIND_CPU")]
+
+
+def test_model_config_of_a_model_that_does_not_batch(client):
+    config = client.get_model_config("fixed_shape").config
+    assert config.max_batch_size == 0
+    assert [(t.name, list(t.dims)) for t in config.input] == [("input", [2, 3])]
+
+
+def test_model_config_of_an_unknown_model(client):
+    expect_error(lambda: client.get_model_config("nope"), "StatusCode.NOT_FOUND", "unknown model 'nope'")
+
+
+def two_io_stats(client, version=""):
+    stats = client.get_inference_statistics("two_io", version).model_stats
+    assert [(s.name, s.version) for s in stats] == [("two_io", "1")], stats
+    return stats[0]
+
+
+def test_inference_statistics(client):
+    before = two_io_stats(client)
+    _, inputs = two_io_inputs()
+    for _ in range(3):
+        client.infer("two_io", inputs)
+
+    after = wait_until(lambda: two_io_stats(client),
+                       lambda s: s.inference_stats.success.count >= before.inference_stats.success.count + 3)
+    # Three requests of five rows each, run one after the other.
+    assert after.inference_count - before.inference_count == 15
+    assert after.execution_count - before.execution_count == 3
+    for step in ["success", "queue", "compute_input", "compute_infer", "compute_output"]:
+        got, had = getattr(after.inference_stats, step), getattr(before.inference_stats, step)
+        assert got.count - had.count == 3, (step, got, had)
+        assert got.ns >= had.ns, (step, got, had)
+    assert after.inference_stats.compute_infer.ns > before.inference_stats.compute_infer.ns
+    assert two_io_stats(client, "1").inference_count >= after.inference_count
+
+
+def test_inference_statistics_of_every_model(client):
+    names = {s.name for s in client.get_inference_statistics().model_stats}
+    assert {"two_io", "dyn_batch", "identity_fp32"} <= names, names
+    expect_error(lambda: client.get_inference_statistics("nope"), "StatusCode.NOT_FOUND", "nope")
