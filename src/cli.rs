@@ -63,6 +63,14 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_GRPC_PORT", default_value_t = 8001)]
     pub grpc_port: u16,
 
+    /// Port of the Prometheus metrics endpoint (GET /metrics); 0 picks a free one.
+    #[arg(long, env = "INFERD_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+
+    /// Serve Prometheus metrics (true) or not (false).
+    #[arg(long, env = "INFERD_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_metrics: bool,
+
     /// Largest accepted request body, in bytes (default 64 MiB, as Triton's).
     /// Applies to HTTP bodies and gRPC messages alike.
     #[arg(long, env = "INFERD_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -107,6 +115,8 @@ pub struct ServerConfig {
     pub model_name: Option<String>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// `None` when metrics are turned off.
+    pub metrics_addr: Option<SocketAddr>,
     pub http: HttpSettings,
     pub load: LoadSettings,
     pub exit_timeout: Duration,
@@ -119,6 +129,7 @@ impl ServeArgs {
             model_name: self.model_name.clone(),
             http_addr: SocketAddr::new(self.host, self.http_port),
             grpc_addr: SocketAddr::new(self.host, self.grpc_port),
+            metrics_addr: self.allow_metrics.then(|| SocketAddr::new(self.host, self.metrics_port)),
             http: HttpSettings {
                 max_request_bytes: self.max_request_bytes,
                 strict_readiness: self.strict_readiness,
@@ -136,8 +147,8 @@ impl ServeArgs {
 
 /// `inferd serve` on loopback with ports the system picks, as tests and
 /// benchmarks start it.
-pub const LOCAL_SERVE_ARGS: [&str; 7] =
-    ["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0"];
+pub const LOCAL_SERVE_ARGS: [&str; 9] =
+    ["serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"];
 
 impl ServerConfig {
     /// Defaults for tests and embedding: loopback, free ports.

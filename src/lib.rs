@@ -22,6 +22,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod loadgen;
+pub mod metrics;
 pub mod model;
 pub mod scheduler;
 pub mod server;

@@ -108,6 +108,15 @@ pub struct SchedulerStats {
     pub success: DurationSum,
     /// Requests answered with an error, and their time.
     pub fail: DurationSum,
+    /// Failed requests by why: queue full or shutting down, deadline passed,
+    /// not fit for the model, the engine failed.
+    pub failed_refused: AtomicU64,
+    pub failed_expired: AtomicU64,
+    pub failed_invalid: AtomicU64,
+    pub failed_engine: AtomicU64,
+    /// Successful requests by time taken: entry `i` counts those of at most
+    /// `LATENCY_BUCKETS[i]` seconds; the last entry counts the rest.
+    pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     /// Computed requests' time in the queue.
     pub queue: DurationSum,
     /// Computed requests' share of the engine calls, by phase.
@@ -126,6 +135,22 @@ pub struct BatchSizeStats {
     pub compute_input: DurationSum,
     pub compute_infer: DurationSum,
     pub compute_output: DurationSum,
+}
+
+/// Upper bounds, in seconds, of the request latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How a request ended, for the failure counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Refused,
+    Expired,
+    Invalid,
+    EngineFailed,
 }
 
 /// A count of events and their summed duration.
@@ -158,6 +183,11 @@ impl SchedulerStats {
             refused: AtomicU64::new(0),
             success: DurationSum::default(),
             fail: DurationSum::default(),
+            failed_refused: AtomicU64::new(0),
+            failed_expired: AtomicU64::new(0),
+            failed_invalid: AtomicU64::new(0),
+            failed_engine: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
             queue: DurationSum::default(),
             compute_input: DurationSum::default(),
             compute_infer: DurationSum::default(),
@@ -176,16 +206,26 @@ impl SchedulerStats {
     }
 
     /// Records a request's outcome, `took` from validation to answer.
-    pub fn record_request(&self, ok: bool, took: Duration) {
-        if ok {
-            self.success.record(1, took);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            self.last_inference_ms.store(now.as_millis() as u64, Ordering::Relaxed);
-        } else {
-            self.fail.record(1, took);
-        }
+    pub fn record_request(&self, outcome: Outcome, took: Duration) {
+        let failed = match outcome {
+            Outcome::Success => {
+                self.success.record(1, took);
+                let seconds = took.as_secs_f64();
+                let bucket = LATENCY_BUCKETS.iter().position(|&b| seconds <= b);
+                Self::add(&self.latency[bucket.unwrap_or(LATENCY_BUCKETS.len())], 1);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_inference_ms.store(now.as_millis() as u64, Ordering::Relaxed);
+                return;
+            }
+            Outcome::Refused => &self.failed_refused,
+            Outcome::Expired => &self.failed_expired,
+            Outcome::Invalid => &self.failed_invalid,
+            Outcome::EngineFailed => &self.failed_engine,
+        };
+        Self::add(failed, 1);
+        self.fail.record(1, took);
     }
 
     /// Records one engine call of `requests` requests and `rows` rows.
@@ -421,13 +461,16 @@ impl Worker {
 /// Returns the job if it should run: a job whose client has gone is dropped,
 /// one past its deadline is answered `Expired`; neither is computed.
 fn admit(job: Job, stats: &SchedulerStats) -> Option<Job> {
-    if job.reply.is_closed() {
-        SchedulerStats::add(&stats.abandoned, 1);
-        return None;
-    }
+    // The deadline first: a request past it has usually been answered with
+    // a timeout already, which closes its reply too, and it is expired, not
+    // abandoned.
     if job.deadline.is_some_and(|d| Instant::now() >= d) {
         SchedulerStats::add(&stats.expired, 1);
         let _ = job.reply.send(Err(JobError::Expired));
+        return None;
+    }
+    if job.reply.is_closed() {
+        SchedulerStats::add(&stats.abandoned, 1);
         return None;
     }
     Some(job)

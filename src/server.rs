@@ -19,12 +19,15 @@ use tonic::transport::server::TcpIncoming;
 use crate::cli::ServerConfig;
 use crate::grpc::{self, GrpcInferenceServiceServer};
 use crate::http::{AppState, app};
+use crate::metrics::Metrics;
 use crate::model::Registry;
 use crate::model::repository::{load_bundled, load_repository};
 
 pub struct Server {
     listener: TcpListener,
     grpc_listener: TcpListener,
+    /// `None` when metrics are turned off.
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     config: ServerConfig,
 }
@@ -46,8 +49,16 @@ impl Server {
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.grpc_addr))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let state = Arc::new(AppState::new(config.http.clone()));
-        Ok(Server { listener, grpc_listener, state, config })
+        Ok(Server { listener, grpc_listener, metrics_listener, state, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -56,6 +67,13 @@ impl Server {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The metrics endpoint's address, when metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -67,9 +85,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server { listener, grpc_listener, state, config } = self;
+        let Server { listener, grpc_listener, metrics_listener, state, config } = self;
         tracing::info!(addr = %listener.local_addr()?, "http endpoint listening");
         tracing::info!(addr = %grpc_listener.local_addr()?, "grpc endpoint listening");
+        let metrics = match &metrics_listener {
+            Some(l) => {
+                tracing::info!(addr = %l.local_addr()?, "metrics endpoint listening");
+                Some(Arc::new(Metrics::new(Arc::clone(&state)).context("cannot set up metrics")?))
+            }
+            None => None,
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
@@ -117,9 +142,21 @@ impl Server {
                 TcpIncoming::from(grpc_listener),
                 draining(drain_rx.clone()),
             );
+        let metrics = async {
+            match (metrics_listener, metrics) {
+                (Some(listener), Some(metrics)) => {
+                    axum::serve(listener, crate::metrics::app(metrics))
+                        .with_graceful_shutdown(draining(drain_rx.clone()))
+                        .await
+                        .context("metrics server failed")
+                }
+                _ => Ok(()),
+            }
+        };
         let both = async {
-            let (http, grpc) = tokio::join!(http, grpc);
+            let (http, grpc, metrics) = tokio::join!(http, grpc, metrics);
             http.context("http server failed")?;
+            metrics?;
             grpc.context("grpc server failed")
         };
         let mut deadline_rx = drain_rx.clone();

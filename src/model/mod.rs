@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::engine::{EngineError, Signature};
-use crate::scheduler::{BatchPolicy, Job, JobError, ResultPool, Scheduler, SubmitError};
+use crate::scheduler::{BatchPolicy, Job, JobError, Outcome, ResultPool, Scheduler, SubmitError};
 use crate::tensor::Tensor;
 use crate::validate::{InferRequest, ValidationError, batch_rows, validate};
 pub use config::ModelConfig;
@@ -109,7 +109,14 @@ impl ServedModel {
     pub async fn infer(&self, request: InferRequest) -> Result<InferOutput, InferError> {
         let started = Instant::now();
         let result = self.infer_unrecorded(request).await;
-        self.stats().record_request(result.is_ok(), started.elapsed());
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(InferError::Invalid(_)) => Outcome::Invalid,
+            Err(InferError::Submit(_)) => Outcome::Refused,
+            Err(InferError::Expired(_)) => Outcome::Expired,
+            Err(InferError::Engine(_)) => Outcome::EngineFailed,
+        };
+        self.stats().record_request(outcome, started.elapsed());
         result
     }
 

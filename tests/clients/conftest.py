@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def inferd():
     binary = os.environ.get("INFERD_BIN", str(ROOT / "target" / "release" / "inferd"))
     process = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
+        [binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
          "--log-format", "json", "--model-repository", str(ROOT / "tests" / "models")],
         stderr=subprocess.PIPE, text=True)
     addresses = {}

@@ -15,6 +15,8 @@ pub struct TestServer {
     pub base: String,
     /// `http://127.0.0.1:PORT` of the gRPC endpoint.
     pub grpc: String,
+    /// `http://127.0.0.1:PORT` of the metrics endpoint, when it is on.
+    pub metrics: Option<String>,
     pub client: reqwest::Client,
     pub state: Arc<AppState>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -57,6 +59,7 @@ impl TestServer {
         let server = Server::bind(config).await.expect("server binds");
         let base = format!("http://{}", server.local_addr());
         let grpc = format!("http://{}", server.grpc_addr());
+        let metrics = server.metrics_addr().map(|a| format!("http://{a}"));
         let state = server.state();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(async {
@@ -70,6 +73,7 @@ impl TestServer {
         TestServer {
             base,
             grpc,
+            metrics,
             client: reqwest::Client::new(),
             state,
             shutdown: Some(tx),
