@@ -11,6 +11,15 @@ use inferd::cli::{Cli, Command};
 use inferd::server::Server;
 
 fn main() -> std::process::ExitCode {
+    // ONNX Runtime 1.31 runs telemetry of its own once its environment is
+    // created, whatever inferd asks of it: it writes a device id under
+    // $HOME/.cache and tries to upload to Microsoft. This variable, read by
+    // ONNX Runtime, turns that off; an operator may still set it otherwise.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: no other thread exists yet; the async runtime and the
+        // model threads start below.
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     if let Err(e) = inferd::telemetry::init(args.log_format, &args.log_level) {
