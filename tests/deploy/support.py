@@ -25,8 +25,16 @@ DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 KSERVE = DEPLOY / "kserve"
 CHART = DEPLOY / "helm" / "inferd"
-# KServe's CRDs, copied into the shared folder beside the repository.
-KSERVE_CRDS = Path(os.environ.get("KSERVE_CRDS", ROOT.parent / "shared" / "kserve-crds"))
+# KServe's CRDs, as the project's machines hold them in the shared folder:
+# $KSERVE_CRDS if set, else the first of these that exists.
+def _kserve_crds():
+    if "KSERVE_CRDS" in os.environ:
+        return Path(os.environ["KSERVE_CRDS"])
+    places = [ROOT.parent / "shared" / "kserve-crds", Path("/work/shared/kserve-crds")]
+    return next((p for p in places if p.is_dir()), places[-1])
+
+
+KSERVE_CRDS = _kserve_crds()
 
 # The newest Kubernetes that kubernetes-validate has schemas for.
 KUBE_VERSION = "1.37.0"
