@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::http::HttpSettings;
+use crate::model::lifecycle::ControlMode;
 use crate::model::repository::{BUNDLED_MODEL_NAME, LoadSettings};
 
 #[derive(Debug, Parser)]
@@ -49,6 +50,40 @@ pub struct ServeArgs {
     /// passes the InferenceService's name here.
     #[arg(long, env = "INFERD_MODEL_NAME", value_name = "NAME")]
     pub model_name: Option<String>,
+
+    /// When models load: `none` (all at start), `poll` (at start, then the
+    /// repository is rescanned every --repository-poll-secs), `explicit`
+    /// (only --load-model at start, then through the repository API).
+    #[arg(long, env = "INFERD_MODEL_CONTROL_MODE", value_enum, default_value_t = ControlMode::None)]
+    pub model_control_mode: ControlMode,
+
+    /// Seconds between rescans of the repository in poll mode.
+    #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repository_poll_secs: u64,
+
+    /// A model to load at start in explicit mode; repeat for several.
+    #[arg(
+        long = "load-model",
+        env = "INFERD_LOAD_MODEL",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub load_models: Vec<String>,
+
+    /// Bearer token the repository API (load, unload, index) asks for.
+    /// Without a token (here or in --admin-token-file) the API is off.
+    #[arg(long, env = "INFERD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// File holding the repository API's bearer token (for secrets mounted
+    /// as files); read once at start.
+    #[arg(
+        long,
+        env = "INFERD_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Address to listen on.
     #[arg(long, env = "INFERD_HOST", default_value = "0.0.0.0")]
@@ -113,6 +148,9 @@ pub struct ServeArgs {
 pub struct ServerConfig {
     pub model_repository: Option<PathBuf>,
     pub model_name: Option<String>,
+    pub control_mode: ControlMode,
+    pub poll_interval: Duration,
+    pub load_models: Vec<String>,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     /// `None` when metrics are turned off.
@@ -123,10 +161,28 @@ pub struct ServerConfig {
 }
 
 impl ServeArgs {
-    pub fn to_config(&self) -> ServerConfig {
-        ServerConfig {
+    pub fn to_config(&self) -> anyhow::Result<ServerConfig> {
+        let admin_token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read --admin-token-file {}: {e}", file.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if admin_token.as_deref() == Some("") {
+            anyhow::bail!("the admin token is empty; give a token or leave the repository API off");
+        }
+        Ok(ServerConfig {
             model_repository: self.model_repository.clone(),
             model_name: self.model_name.clone(),
+            control_mode: self.model_control_mode,
+            poll_interval: Duration::from_secs(self.repository_poll_secs),
+            load_models: self.load_models.clone(),
             http_addr: SocketAddr::new(self.host, self.http_port),
             grpc_addr: SocketAddr::new(self.host, self.grpc_port),
             metrics_addr: self.allow_metrics.then(|| SocketAddr::new(self.host, self.metrics_port)),
@@ -134,6 +190,7 @@ impl ServeArgs {
                 max_request_bytes: self.max_request_bytes,
                 strict_readiness: self.strict_readiness,
                 risk_model: self.risk_model.clone(),
+                admin_token,
             },
             load: LoadSettings {
                 queue_size: self.max_queue_size as usize,
@@ -141,7 +198,7 @@ impl ServeArgs {
                     .then(|| Duration::from_micros(self.default_timeout_microseconds)),
             },
             exit_timeout: Duration::from_secs(self.exit_timeout_secs),
-        }
+        })
     }
 }
 
@@ -155,6 +212,6 @@ impl ServerConfig {
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
         let cli = Cli::parse_from(std::iter::once("inferd").chain(LOCAL_SERVE_ARGS));
         let Command::Serve(args) = cli.command;
-        ServerConfig { model_repository, ..args.to_config() }
+        ServerConfig { model_repository, ..args.to_config().expect("the local settings are valid") }
     }
 }

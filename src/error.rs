@@ -25,6 +25,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No credentials, or the wrong ones, for the repository API.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The repository API is off, or the control mode does not allow the call.
+    #[error("{0}")]
+    Forbidden(String),
     /// The server or model cannot take the request now; retrying may work.
     #[error("{0}")]
     Unavailable(String),
@@ -64,6 +70,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -82,6 +90,17 @@ impl From<LookupError> for ApiError {
     }
 }
 
+impl From<crate::model::lifecycle::ControlError> for ApiError {
+    fn from(error: crate::model::lifecycle::ControlError) -> ApiError {
+        use crate::model::lifecycle::ControlError;
+        match error {
+            ControlError::UnknownModel(_) => ApiError::NotFound(error.to_string()),
+            ControlError::NotAllowed(_) => ApiError::Forbidden(error.to_string()),
+            ControlError::LoadFailed { .. } => ApiError::BadRequest(error.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -94,6 +113,11 @@ impl IntoResponse for ApiError {
             (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

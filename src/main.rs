@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let server = Server::bind(args.to_config()).await?;
+        let server = Server::bind(args.to_config()?).await?;
         server.serve(inferd::server::shutdown_signal()).await
     });
     match result {

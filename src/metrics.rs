@@ -14,7 +14,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::http::AppState;
-use crate::model::{ModelState, ServedModel};
+use crate::model::ServedModel;
 use crate::scheduler::{DurationSum, LATENCY_BUCKETS, SchedulerStats};
 
 /// What one metric family is, and how to read it off a model.
@@ -254,13 +254,7 @@ impl Collector for ModelCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let registry = self.state.registry.load();
-        let models: Vec<&Arc<ServedModel>> = registry
-            .iter()
-            .filter_map(|(_, state)| match state {
-                ModelState::Ready(model) => Some(model),
-                ModelState::Failed { .. } => None,
-            })
-            .collect();
+        let models: Vec<&Arc<ServedModel>> = registry.served().collect();
         FAMILIES
             .iter()
             .map(|family| {

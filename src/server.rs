@@ -21,7 +21,7 @@ use crate::grpc::{self, GrpcInferenceServiceServer};
 use crate::http::{AppState, app};
 use crate::metrics::Metrics;
 use crate::model::Registry;
-use crate::model::repository::{load_bundled, load_repository};
+use crate::model::lifecycle::{self, ControlMode, ModelManager};
 
 pub struct Server {
     listener: TcpListener,
@@ -98,11 +98,27 @@ impl Server {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let manager = ModelManager::new(
+            Arc::clone(&state),
+            config.model_repository.clone(),
+            config.model_name.clone(),
+            config.load.clone(),
+            config.control_mode,
+        );
+        state.manager.store(Some(Arc::clone(&manager)));
         let loader = {
             let (state, config, health) = (Arc::clone(&state), config.clone(), health.clone());
+            let manager = Arc::clone(&manager);
             tokio::spawn(async move {
-                let loading = Arc::clone(&state);
-                let _ = tokio::task::spawn_blocking(move || load_models(&loading, &config)).await;
+                load_models(&state, &manager, &config).await;
+                if config.control_mode == ControlMode::Poll {
+                    let interval = config.poll_interval;
+                    tokio::spawn(lifecycle::poll(
+                        Arc::clone(&manager),
+                        interval,
+                        Arc::clone(&state),
+                    ));
+                }
                 if state.is_ready() {
                     health.set_serving::<GrpcInferenceServiceServer<grpc::Service>>().await;
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -174,6 +190,8 @@ impl Server {
         // A load still running would otherwise swap its models in after the
         // registry is emptied.
         let _ = loader.await;
+        // The manager holds the state; letting go of it ends that cycle.
+        state.manager.store(None);
         let registry = state.registry.swap(Arc::new(Registry::default()));
         tokio::task::spawn_blocking(move || drop(registry)).await?;
         tracing::info!("shutdown complete");
@@ -181,28 +199,18 @@ impl Server {
     }
 }
 
-fn load_models(state: &AppState, config: &ServerConfig) {
-    let registry = match &config.model_repository {
-        Some(dir) => match load_repository(dir, config.model_name.as_deref(), &config.load) {
-            Ok(registry) => registry,
-            Err(e) => {
-                tracing::error!(repository = %dir.display(), error = %e, "cannot read the model repository");
-                Registry::default()
-            }
-        },
-        None => load_bundled(&config.load),
-    };
-    let failed: Vec<&str> = registry
-        .iter()
-        .filter(|(_, s)| matches!(s, crate::model::ModelState::Failed { .. }))
-        .map(|(n, _)| n.as_str())
-        .collect();
+/// Loads the models at start as the control mode says, then reports.
+async fn load_models(state: &AppState, manager: &ModelManager, config: &ServerConfig) {
+    manager.load_initial(&config.load_models).await;
+    let registry = state.registry.load();
+    let failed: Vec<&str> =
+        registry.iter().filter(|(_, e)| !e.is_ready()).map(|(n, _)| n.as_str()).collect();
     if !failed.is_empty() {
         tracing::warn!(models = ?failed, "some models failed to load and are not served");
     }
-    state.registry.store(Arc::new(registry));
+    drop(registry);
     state.mark_loaded();
-    tracing::info!(ready = state.is_ready(), "models loaded");
+    tracing::info!(ready = state.is_ready(), mode = ?manager.mode(), "models loaded");
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -234,13 +234,7 @@ pub fn statistics_of(
     version: Option<&str>,
 ) -> Result<Vec<proto::ModelStatistics>, crate::model::LookupError> {
     if name.is_empty() {
-        return Ok(registry
-            .iter()
-            .filter_map(|(_, state)| match state {
-                crate::model::ModelState::Ready(model) => Some(model_statistics(model)),
-                crate::model::ModelState::Failed { .. } => None,
-            })
-            .collect());
+        return Ok(registry.served().map(|model| model_statistics(model)).collect());
     }
     Ok(vec![model_statistics(registry.resolve(name, version)?)])
 }

@@ -306,13 +306,8 @@ async fn max_batch_size_on_a_model_that_cannot_batch_fails_its_load() {
     let repo = repository("nobatch", "fixed_shape", "max_batch_size = 8\n");
     let server = TestServer::start(Some(repo.clone())).await;
     let registry = server.state.registry.load();
-    let reason = registry
-        .iter()
-        .find_map(|(_, s)| match s {
-            inferd::model::ModelState::Failed { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .expect("the model failed to load");
+    let reason =
+        registry.iter().find_map(|(_, entry)| entry.reason()).expect("the model failed to load");
     assert!(
         reason.contains("config.toml: max_batch_size is 8, but the model cannot batch"),
         "{reason}"

@@ -68,13 +68,8 @@ async fn broken_models_are_reported_and_the_others_serve() {
     assert_eq!(server.get("/v2/health/ready").await.status(), 400);
 
     let registry = server.state.registry.load();
-    let reasons: Vec<(String, String)> = registry
-        .iter()
-        .filter_map(|(name, state)| match state {
-            inferd::model::ModelState::Failed { reason } => Some((name.clone(), reason.clone())),
-            _ => None,
-        })
-        .collect();
+    let reasons: Vec<(String, String)> =
+        registry.iter().filter_map(|(name, entry)| Some((name.clone(), entry.reason()?))).collect();
     let reason_of =
         |n: &str| reasons.iter().find(|(name, _)| name == n).map(|(_, r)| r.clone()).unwrap();
     assert!(reason_of("misconfigured").contains("cuont"), "{reasons:?}");

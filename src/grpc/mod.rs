@@ -107,6 +107,44 @@ impl GrpcInferenceService for Service {
         Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
 
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let manager = crate::http::repository::authorize(&self.state, bearer(&request))?;
+        let request = request.into_inner();
+        let models = manager
+            .index()
+            .into_iter()
+            .filter(|row| !request.ready || row.state == "READY")
+            .map(|row| repository_index_response::ModelIndex {
+                name: row.name,
+                version: row.version,
+                state: row.state.to_string(),
+                reason: row.reason,
+            })
+            .collect();
+        Ok(Response::new(RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let manager = crate::http::repository::authorize(&self.state, bearer(&request))?;
+        crate::http::repository::control(&manager, &request.get_ref().model_name, true).await?;
+        Ok(Response::new(RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let manager = crate::http::repository::authorize(&self.state, bearer(&request))?;
+        crate::http::repository::control(&manager, &request.get_ref().model_name, false).await?;
+        Ok(Response::new(RepositoryModelUnloadResponse {}))
+    }
+
     async fn model_metadata(
         &self,
         request: Request<ModelMetadataRequest>,
@@ -128,7 +166,7 @@ impl GrpcInferenceService for Service {
         };
         Ok(Response::new(ModelMetadataResponse {
             name: model.name.clone(),
-            versions: vec![model.version.to_string()],
+            versions: crate::http::v2::served_versions(&registry, &model.name),
             platform: PLATFORM.to_string(),
             inputs: metadata(&model.signature.inputs),
             outputs: metadata(&model.signature.outputs),
@@ -190,6 +228,8 @@ impl From<ApiError> for Status {
                 Status::invalid_argument(message)
             }
             ApiError::MethodNotAllowed(_) => Status::unimplemented(message),
+            ApiError::Unauthorized(_) => Status::unauthenticated(message),
+            ApiError::Forbidden(_) => Status::permission_denied(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::PayloadTooLarge { .. } => Status::resource_exhausted(message),
             ApiError::Unavailable(_) => Status::unavailable(message),
@@ -216,6 +256,11 @@ pub fn oversize_is_resource_exhausted<B>(
         response.headers_mut().insert("grpc-status", axum::http::HeaderValue::from_static("8"));
     }
     response
+}
+
+/// The `authorization` metadata of a call, as HTTP carries it in a header.
+fn bearer<T>(request: &Request<T>) -> Option<&str> {
+    request.metadata().get("authorization").and_then(|v| v.to_str().ok())
 }
 
 fn invalid(message: String) -> Status {

@@ -6,6 +6,7 @@
 //! both end in [`crate::model::ServedModel::infer`].
 
 pub mod body;
+pub mod repository;
 pub mod risk;
 pub mod v2;
 pub mod v2_json;
@@ -39,11 +40,15 @@ pub struct HttpSettings {
     pub strict_readiness: bool,
     /// The model behind `POST /predict/risk`.
     pub risk_model: String,
+    /// The bearer token the repository API asks for; `None` turns the API off.
+    pub admin_token: Option<String>,
 }
 
 /// What every handler shares.
 pub struct AppState {
     pub registry: ArcSwap<Registry>,
+    /// Loads and unloads models; set while the server runs.
+    pub manager: arc_swap::ArcSwapOption<crate::model::lifecycle::ModelManager>,
     pub settings: HttpSettings,
     /// Set once the models at start have been loaded.
     loaded: AtomicBool,
@@ -55,6 +60,7 @@ impl AppState {
     pub fn new(settings: HttpSettings) -> AppState {
         AppState {
             registry: ArcSwap::from_pointee(Registry::default()),
+            manager: arc_swap::ArcSwapOption::empty(),
             settings,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -71,6 +77,10 @@ impl AppState {
 
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Whether the server should receive traffic.
@@ -101,6 +111,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/stats", get(v2::model_statistics))
         .route("/v2/models/{model}/infer", post(v2::infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer))
+        .route("/v2/repository/index", get(repository::index).post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .route("/predict/risk", post(risk::predict));
 
     v2.fallback(not_found)

@@ -96,6 +96,14 @@ fn tensor_metadata(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
         .collect()
 }
 
+/// Every serving version of `name`, lowest first.
+pub fn served_versions(registry: &crate::model::Registry, name: &str) -> Vec<String> {
+    registry
+        .get(name)
+        .map(|entry| entry.ready().map(|m| m.version.to_string()).collect())
+        .unwrap_or_default()
+}
+
 pub async fn model_metadata(
     State(state): State<Arc<AppState>>,
     Path(params): Path<HashMap<String, String>>,
@@ -105,7 +113,7 @@ pub async fn model_metadata(
     let model = registry.resolve(&path.name, path.version.as_deref())?;
     let body = ModelMetadata {
         name: &model.name,
-        versions: vec![model.version.to_string()],
+        versions: served_versions(&registry, &model.name),
         platform: PLATFORM,
         inputs: tensor_metadata(&model.signature.inputs),
         outputs: tensor_metadata(&model.signature.outputs),

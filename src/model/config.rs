@@ -29,6 +29,47 @@ pub struct ModelConfig {
     pub dynamic_batching: DynamicBatching,
     pub instance_group: InstanceGroup,
     pub optimization: Optimization,
+    pub version_policy: VersionPolicyTable,
+}
+
+/// `[version_policy]`: which version folders are served. At most one key;
+/// none means the highest version only.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionPolicyTable {
+    /// Serve the N highest versions.
+    pub latest: Option<u32>,
+    /// Serve every version (`all = true`).
+    pub all: Option<bool>,
+    /// Serve these versions.
+    pub specific: Option<Vec<u64>>,
+}
+
+/// Which versions of a model are served, as Triton's `version_policy` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionPolicy {
+    Latest(u32),
+    All,
+    Specific(Vec<u64>),
+}
+
+impl VersionPolicy {
+    /// The versions to serve out of those on disk.
+    pub fn select(&self, on_disk: &[u64]) -> Vec<u64> {
+        let mut versions = on_disk.to_vec();
+        versions.sort_unstable();
+        match self {
+            VersionPolicy::Latest(n) => {
+                let keep = (*n as usize).min(versions.len());
+                versions.split_off(versions.len() - keep)
+            }
+            VersionPolicy::All => versions,
+            VersionPolicy::Specific(wanted) => {
+                versions.retain(|v| wanted.contains(v));
+                versions
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -128,6 +169,17 @@ impl ModelConfig {
                 "dynamic_batching.max_queue_size must be between 1 and {MAX_QUEUE}, not {size}"
             ));
         }
+        let policy = &self.version_policy;
+        let keys = [policy.latest.is_some(), policy.all.is_some(), policy.specific.is_some()];
+        if keys.iter().filter(|&&k| k).count() > 1 {
+            return Err("version_policy takes one of latest, all and specific".to_string());
+        }
+        if policy.latest == Some(0) {
+            return Err("version_policy.latest must be at least 1".to_string());
+        }
+        if policy.all == Some(false) {
+            return Err("version_policy.all can only be true; leave it out instead".to_string());
+        }
         if let Some(name) = &self.default_model_filename {
             let plain = Path::new(name).file_name().is_some_and(|f| f == name.as_str());
             if !plain || name.starts_with('.') {
@@ -150,6 +202,15 @@ impl ModelConfig {
             )),
             (None, Ok(())) => Ok(DEFAULT_MAX_BATCH),
             (None, Err(_)) => Ok(0),
+        }
+    }
+
+    pub fn version_policy(&self) -> VersionPolicy {
+        let policy = &self.version_policy;
+        match (policy.latest, policy.all, &policy.specific) {
+            (_, Some(true), _) => VersionPolicy::All,
+            (_, _, Some(versions)) => VersionPolicy::Specific(versions.clone()),
+            (latest, _, _) => VersionPolicy::Latest(latest.unwrap_or(1)),
         }
     }
 

@@ -1,10 +1,13 @@
 //! Served models: what is loaded, and the path a request takes through one.
 //!
-//! A [`Registry`] maps model names to their state: served (one version with
-//! its scheduler) or failed (with the reason). [`ServedModel::infer`] is the
-//! protocol-independent request path: validate, queue, await the engine.
+//! A [`Registry`] maps model names to their versions, each served (with its
+//! scheduler) or failed (with the reason). It is an immutable snapshot: a
+//! load, reload or unload builds a new one and swaps it in whole
+//! (`lifecycle.rs`). [`ServedModel::infer`] is the protocol-independent
+//! request path: validate, queue, await the engine.
 
 pub mod config;
+pub mod lifecycle;
 pub mod repository;
 
 use std::collections::BTreeMap;
@@ -167,13 +170,56 @@ impl ServedModel {
     }
 }
 
-/// The state of one model of the repository.
+/// The state of one version of a model.
+#[derive(Clone)]
 pub enum ModelState {
     Ready(Arc<ServedModel>),
-    /// The model could not be loaded; `reason` says why.
+    /// The version could not be loaded; `reason` says why.
     Failed {
         reason: String,
     },
+}
+
+/// One model of the repository: its versions, and what went wrong with the
+/// model as a whole, if anything did.
+#[derive(Clone, Default)]
+pub struct ModelEntry {
+    pub versions: BTreeMap<u64, ModelState>,
+    /// Why the model could not be (re)loaded as a whole, such as a bad
+    /// configuration or no version on disk. Versions already serving keep
+    /// serving.
+    pub failure: Option<String>,
+}
+
+impl ModelEntry {
+    /// A model that failed as a whole, with no version serving.
+    pub fn failed(reason: String) -> ModelEntry {
+        ModelEntry { versions: BTreeMap::new(), failure: Some(reason) }
+    }
+
+    /// The serving versions, lowest first.
+    pub fn ready(&self) -> impl DoubleEndedIterator<Item = &Arc<ServedModel>> {
+        self.versions.values().filter_map(|state| match state {
+            ModelState::Ready(model) => Some(model),
+            ModelState::Failed { .. } => None,
+        })
+    }
+
+    /// Whether any version serves.
+    pub fn is_ready(&self) -> bool {
+        self.ready().next().is_some()
+    }
+
+    /// Why the model is not serving, for errors and the repository index.
+    pub fn reason(&self) -> Option<String> {
+        if let Some(failure) = &self.failure {
+            return Some(failure.clone());
+        }
+        self.versions.values().rev().find_map(|state| match state {
+            ModelState::Failed { reason } => Some(reason.clone()),
+            ModelState::Ready(_) => None,
+        })
+    }
 }
 
 /// What a lookup by name and version can find.
@@ -188,41 +234,68 @@ pub enum LookupError {
 }
 
 /// Every model the server knows, by name.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Registry {
-    models: BTreeMap<String, ModelState>,
+    models: BTreeMap<String, ModelEntry>,
 }
 
 impl Registry {
-    pub fn insert(&mut self, name: String, state: ModelState) {
-        self.models.insert(name, state);
+    pub fn insert(&mut self, name: String, entry: ModelEntry) {
+        self.models.insert(name, entry);
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &ModelState)> {
+    /// Inserts `entry` and hands back the one it replaced.
+    pub fn insert_returning(&mut self, name: String, entry: ModelEntry) -> Option<ModelEntry> {
+        self.models.insert(name, entry)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<ModelEntry> {
+        self.models.remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ModelEntry)> {
         self.models.iter()
     }
 
-    /// Whether every known model is serving.
-    pub fn all_ready(&self) -> bool {
-        self.models.values().all(|s| matches!(s, ModelState::Ready(_)))
+    /// Every serving version of every model.
+    pub fn served(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
+        self.models.values().flat_map(ModelEntry::ready)
     }
 
-    /// Finds the model version a request names; no version means the served one.
+    /// Whether every known model has a version serving.
+    pub fn all_ready(&self) -> bool {
+        self.models.values().all(ModelEntry::is_ready)
+    }
+
+    /// Finds the model version a request names; no version means the
+    /// highest serving one.
     pub fn resolve(
         &self,
         name: &str,
         version: Option<&str>,
     ) -> Result<&Arc<ServedModel>, LookupError> {
-        let model = match self.models.get(name) {
-            None => return Err(LookupError::UnknownModel(name.to_string())),
-            Some(ModelState::Failed { .. }) => return Err(LookupError::NotReady(name.to_string())),
-            Some(ModelState::Ready(model)) => model,
-        };
+        let entry =
+            self.models.get(name).ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
         match version {
-            Some(v) if v.parse::<u64>().ok() != Some(model.version) => {
-                Err(LookupError::UnknownVersion { name: name.to_string(), version: v.to_string() })
+            None => {
+                entry.ready().next_back().ok_or_else(|| LookupError::NotReady(name.to_string()))
             }
-            _ => Ok(model),
+            Some(v) => {
+                let unknown = || LookupError::UnknownVersion {
+                    name: name.to_string(),
+                    version: v.to_string(),
+                };
+                let number = v.parse::<u64>().map_err(|_| unknown())?;
+                match entry.versions.get(&number) {
+                    Some(ModelState::Ready(model)) => Ok(model),
+                    Some(ModelState::Failed { .. }) => Err(LookupError::NotReady(name.to_string())),
+                    None => Err(unknown()),
+                }
+            }
         }
     }
 }

@@ -5,8 +5,9 @@
 //! DIR/<model>/<version>/model.onnx version folders are plain numbers
 //! ```
 //!
-//! The highest version that holds a model file is served. A model that fails
-//! to load is recorded with its reason and the others still load. With no
+//! Which versions are served is the model's version policy (default: the
+//! highest version that holds a model file). A model that fails to load is
+//! recorded with its reason and the others still load. With no
 //! repository, or an empty one, the bundled clinical risk model, compiled into
 //! the binary, is served instead.
 //!
@@ -21,9 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{DEFAULT_MODEL_FILENAME, ModelConfig};
-use super::{ModelState, Registry, ServedModel};
+use super::{ModelEntry, ModelState, ServedModel};
 use crate::engine::{Instance, ModelSource, Signature};
 use crate::scheduler::{BatchPolicy, Scheduler};
+use crate::tensor::{Tensor, TensorData};
 
 /// The bundled demonstration model, `models/clinical-risk/1/model.onnx`.
 pub const BUNDLED_MODEL: &[u8] = include_bytes!("../../models/clinical-risk/1/model.onnx");
@@ -41,11 +43,12 @@ pub struct LoadSettings {
 }
 
 /// A model found in the repository, before loading.
-struct Found {
-    name: String,
-    dir: PathBuf,
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub dir: PathBuf,
     /// The model file lies in `dir` itself, with no version folder.
-    bare: bool,
+    pub bare: bool,
 }
 
 /// How the folder given as the repository is laid out.
@@ -87,25 +90,18 @@ pub fn detect_layout(dir: &Path) -> std::io::Result<Layout> {
     })
 }
 
-/// Loads every model under `dir`, as [`detect_layout`] finds it laid out.
-/// `name` names a single model (see the module's documentation). Fails only
-/// when `dir` itself cannot be read.
-pub fn load_repository(
-    dir: &Path,
-    name: Option<&str>,
-    settings: &LoadSettings,
-) -> std::io::Result<Registry> {
+/// The models under `dir`, as [`detect_layout`] finds it laid out; `None`
+/// when it holds none, and the bundled model is to be served. `name` names a
+/// single model (see the module's documentation). Fails only when `dir`
+/// itself cannot be read.
+pub fn find_models(dir: &Path, name: Option<&str>) -> std::io::Result<Option<Vec<Found>>> {
     let folder_name = || {
         let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         canonical.file_name().map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
     };
     let single_name = || name.map_or_else(folder_name, str::to_string);
-    let layout = detect_layout(dir)?;
-    let found = match layout {
-        Layout::Empty => {
-            tracing::info!(repository = %dir.display(), "the model repository is empty; serving the bundled model");
-            return Ok(load_bundled(settings));
-        }
+    let found = match detect_layout(dir)? {
+        Layout::Empty => return Ok(None),
         Layout::BareFile => {
             vec![Found { name: single_name(), dir: dir.to_path_buf(), bare: true }]
         }
@@ -128,30 +124,11 @@ pub fn load_repository(
             found
         }
     };
-    tracing::debug!(repository = %dir.display(), ?layout, "model repository read");
-    let mut registry = Registry::default();
-    for found in found {
-        let state = match load_model(&found, settings) {
-            Ok(model) => {
-                log_loaded(&model);
-                ModelState::Ready(Arc::new(model))
-            }
-            Err(reason) => {
-                tracing::warn!(model = %found.name, %reason, "model failed to load");
-                ModelState::Failed { reason }
-            }
-        };
-        registry.insert(found.name, state);
-    }
-    if registry.iter().next().is_none() {
-        tracing::warn!(repository = %dir.display(), "the model repository holds no models");
-    }
-    Ok(registry)
+    Ok(Some(found))
 }
 
 /// Loads the model compiled into the binary, with default settings.
-pub fn load_bundled(settings: &LoadSettings) -> Registry {
-    let mut registry = Registry::default();
+pub fn load_bundled(settings: &LoadSettings) -> ModelEntry {
     let config = ModelConfig::default();
     let source = ModelSource::Embedded(BUNDLED_MODEL);
     let state =
@@ -165,8 +142,9 @@ pub fn load_bundled(settings: &LoadSettings) -> Registry {
                 ModelState::Failed { reason }
             }
         };
-    registry.insert(BUNDLED_MODEL_NAME.to_string(), state);
-    registry
+    let mut entry = ModelEntry::default();
+    entry.versions.insert(BUNDLED_MODEL_VERSION, state);
+    entry
 }
 
 /// Model folders are the repository's visible subfolders, sorted by name.
@@ -184,33 +162,52 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
     Ok(found)
 }
 
-fn load_model(found: &Found, settings: &LoadSettings) -> Result<ServedModel, String> {
-    let config = ModelConfig::load(&found.dir)?;
-    let (version, path) = if found.bare {
-        (1, found.dir.join(config.model_filename()))
-    } else {
-        latest_version(&found.dir, config.model_filename())?
-    };
-    start_model(&found.name, version, ModelSource::File(path), config, settings)
+impl Found {
+    /// The model's configuration file, read and checked.
+    pub fn config(&self) -> Result<ModelConfig, String> {
+        ModelConfig::load(&self.dir)
+    }
+
+    /// The version folders that hold the model file, with that file, by
+    /// version; a bare file is version 1.
+    pub fn versions_on_disk(&self, config: &ModelConfig) -> Result<Vec<(u64, PathBuf)>, String> {
+        let filename = config.model_filename();
+        if self.bare {
+            return Ok(vec![(1, self.dir.join(filename))]);
+        }
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let mut versions: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|entry| {
+                let version = entry.file_name().to_str()?.parse::<u64>().ok()?;
+                let file = entry.path().join(filename);
+                file.is_file().then_some((version, file))
+            })
+            .collect();
+        versions.sort_unstable_by_key(|(v, _)| *v);
+        if versions.is_empty() {
+            return Err(format!(
+                "{}: no numeric version folder holds a {filename}",
+                self.dir.display()
+            ));
+        }
+        Ok(versions)
+    }
 }
 
-/// The highest numeric version folder that holds `filename`.
-fn latest_version(model_dir: &Path, filename: &str) -> Result<(u64, PathBuf), String> {
-    let entries =
-        std::fs::read_dir(model_dir).map_err(|e| format!("{}: {e}", model_dir.display()))?;
-    let mut best: Option<(u64, PathBuf)> = None;
-    for entry in entries.flatten() {
-        let Some(version) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
-            continue;
-        };
-        let file = entry.path().join(filename);
-        if file.is_file() && best.as_ref().is_none_or(|(v, _)| version > *v) {
-            best = Some((version, file));
-        }
-    }
-    best.ok_or_else(|| {
-        format!("{}: no numeric version folder holds a {filename}", model_dir.display())
-    })
+/// Loads one version of a model from `file` and warms it up.
+pub fn load_version(
+    name: &str,
+    version: u64,
+    file: &Path,
+    config: ModelConfig,
+    settings: &LoadSettings,
+) -> Result<ServedModel, String> {
+    let model =
+        start_model(name, version, ModelSource::File(file.to_path_buf()), config, settings)?;
+    log_loaded(&model);
+    Ok(model)
 }
 
 /// Creates the model's instances (one session each) and starts its scheduler.
@@ -243,6 +240,9 @@ fn start_model(
             instance.prepare_fixed_path(max_batch_size).map_err(|e| e.to_string())?;
         }
     }
+    for instance in &mut instances {
+        warm_up(instance, max_batch_size)?;
+    }
 
     let batching = &config.dynamic_batching;
     let mut preferred_batch_sizes = batching.preferred_batch_size.clone().unwrap_or_default();
@@ -270,6 +270,43 @@ fn start_model(
         default_timeout,
         scheduler,
     ))
+}
+
+/// Runs a batch of zeros at every batch size the scheduler may use (one run
+/// when the model does not batch), so that a model which cannot run fails
+/// its load instead of its first requests, and so that ONNX Runtime has
+/// planned its memory for each size before traffic arrives. Free dimensions
+/// past the first are 1.
+fn warm_up(instance: &mut Instance, max_batch_size: usize) -> Result<(), String> {
+    let signature = instance.signature().clone();
+    for rows in 1..=max_batch_size.max(1) {
+        let inputs: Vec<Tensor> = signature
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<i64> = spec
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match d {
+                        -1 if i == 0 && max_batch_size > 0 => rows as i64,
+                        -1 => 1,
+                        d => d,
+                    })
+                    .collect();
+                let count = crate::tensor::element_count(&shape).unwrap_or(0);
+                let data = TensorData::zeroed(spec.datatype, count).ok_or_else(|| {
+                    format!(
+                        "input '{}' has type {}, which inferd cannot feed",
+                        spec.name, spec.datatype
+                    )
+                })?;
+                Ok(Tensor { shape, data })
+            })
+            .collect::<Result<_, String>>()?;
+        instance.run(&inputs).map_err(|e| format!("warm-up with a batch of {rows} failed: {e}"))?;
+    }
+    Ok(())
 }
 
 /// A model can batch when every input and output has a free first dimension.
