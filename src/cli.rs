@@ -1,8 +1,11 @@
-//! Command-line flags, each also read from an `INFERD_...` environment variable.
+//! Command-line flags, each also read from an `INFERD_...` environment
+//! variable and from the `--config` file.
 //!
 //! Flags take Triton's names where Triton has one (`--model-repository`,
-//! `--http-port`, `--strict-readiness`, `--exit-timeout-secs`). Raw flags are
-//! turned into a typed [`ServerConfig`] once, here.
+//! `--http-port`, `--strict-readiness`, `--exit-timeout-secs`). A setting
+//! comes from the first of: the flag, its environment variable, the
+//! configuration file (TOML; keys are the flags' names with `_` for `-`), the
+//! default. Raw settings are turned into a typed [`ServerConfig`] once, here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -29,16 +32,33 @@ pub struct Cli {
 pub enum Command {
     /// Load the models and answer requests until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Print the settings `inferd serve` would run with, given the same
+    /// flags, environment and --config file, as TOML; secrets are redacted.
+    Config(ServeArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Args)]
+fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, Args, serde::Serialize)]
 pub struct ServeArgs {
+    /// A TOML file of settings, keyed by flag name (`http_port = 8000`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "INFERD_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
     /// Folder of models in Triton's layout: DIR/<model>/<version>/model.onnx.
     /// Without it, the clinical-risk model compiled into the binary is served.
     #[arg(long, env = "INFERD_MODEL_REPOSITORY", value_name = "DIR")]
@@ -68,11 +88,13 @@ pub struct ServeArgs {
         value_name = "NAME",
         value_delimiter = ','
     )]
+    #[serde(rename = "load_model")]
     pub load_models: Vec<String>,
 
     /// Bearer token the repository API (load, unload, index) asks for.
     /// Without a token (here or in --admin-token-file) the API is off.
     #[arg(long, env = "INFERD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[serde(serialize_with = "redacted")]
     pub admin_token: Option<String>,
 
     /// File holding the repository API's bearer token (for secrets mounted
@@ -143,6 +165,88 @@ pub struct ServeArgs {
     pub log_level: String,
 }
 
+/// Parses the command line, filling settings that neither a flag nor an
+/// environment variable gave from the `--config` file. Exits, as clap does,
+/// on `--help`, `--version` and flag errors; a bad file is an error that
+/// names the file and the key.
+pub fn parse_from<I, T>(argv: I) -> anyhow::Result<Cli>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let matches = Cli::command().get_matches_from(&argv);
+    let Some((_, sub)) = matches.subcommand() else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let Some(file) = sub.get_one::<PathBuf>("config") else {
+        return Ok(Cli::from_arg_matches(&matches)?);
+    };
+    let extra = file_arguments(file, sub)?;
+    let matches =
+        Cli::command().try_get_matches_from(argv.iter().cloned().chain(extra)).map_err(|e| {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("").trim_start_matches("error: ");
+            anyhow::anyhow!("config file {}: {first}", file.display())
+        })?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// The flags the file sets, for the settings no flag and no environment
+/// variable set.
+fn file_arguments(
+    file: &std::path::Path,
+    given: &clap::ArgMatches,
+) -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use clap::CommandFactory;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", file.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config file {}: {}", file.display(), e.to_string().trim()))?;
+    let command = Cli::command();
+    let serve = command.find_subcommand("serve").expect("the serve subcommand exists");
+    let mut extra = Vec::new();
+    for (key, value) in &table {
+        let known = serve.get_arguments().find(|a| {
+            a.get_long().is_some_and(|long| long.replace('-', "_") == *key) && key != "config"
+        });
+        let Some(arg) = known else {
+            anyhow::bail!(
+                "config file {}: unknown key '{key}'; keys are serve's flags with _ for - \
+                 (see inferd serve --help)",
+                file.display()
+            );
+        };
+        let from_default = matches!(
+            given.value_source(arg.get_id().as_str()),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        );
+        if !from_default {
+            continue;
+        }
+        let flag = format!("--{}", arg.get_long().expect("checked above"));
+        let values: Vec<&toml::Value> = match value {
+            toml::Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        for value in values {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                _ => anyhow::bail!(
+                    "config file {}: key '{key}' must be a string, number or boolean",
+                    file.display()
+                ),
+            };
+            extra.push(format!("{flag}={text}").into());
+        }
+    }
+    Ok(extra)
+}
+
 /// The validated settings of `inferd serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -211,7 +315,7 @@ impl ServerConfig {
     /// Defaults for tests and embedding: loopback, free ports.
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
         let cli = Cli::parse_from(std::iter::once("inferd").chain(LOCAL_SERVE_ARGS));
-        let Command::Serve(args) = cli.command;
+        let (Command::Serve(args) | Command::Config(args)) = cli.command;
         ServerConfig { model_repository, ..args.to_config().expect("the local settings are valid") }
     }
 }

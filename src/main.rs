@@ -1,13 +1,11 @@
 //! The `inferd` binary: parse the command line, set up logging, run.
 
-use clap::Parser;
-
 /// glibc's malloc showed up as a seventh of the CPU profile of a loaded
 /// server; mimalloc's thread-local free lists make those small, short-lived
 /// request allocations cheap.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use inferd::cli::{Cli, Command};
+use inferd::cli::Command;
 use inferd::server::Server;
 
 fn main() -> std::process::ExitCode {
@@ -20,8 +18,28 @@ fn main() -> std::process::ExitCode {
         // model threads start below.
         unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
     }
-    let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let cli = match inferd::cli::parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("inferd: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::Config(args) => {
+            return match toml::to_string(&args) {
+                Ok(text) => {
+                    print!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inferd: cannot print the settings: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+    };
     if let Err(e) = inferd::telemetry::init(args.log_format, &args.log_level) {
         eprintln!("inferd: {e:#}");
         return std::process::ExitCode::from(2);

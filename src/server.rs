@@ -155,7 +155,7 @@ impl Server {
             .add_service(health_service)
             .add_service(inference)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener),
+                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 draining(drain_rx.clone()),
             );
         let metrics = async {

@@ -136,7 +136,19 @@ pub fn app(state: Arc<AppState>) -> Router {
                                 .unwrap_or("");
                             // Debug level: at the default info level the span
                             // is disabled and costs nothing per request.
-                            tracing::debug_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                            // The inference fields are filled in once the
+                            // answer is known (see add_timing_headers).
+                            tracing::debug_span!(
+                                "request",
+                                request_id = %id,
+                                method = %req.method(),
+                                path = %req.uri().path(),
+                                model = tracing::field::Empty,
+                                version = tracing::field::Empty,
+                                batch_rows = tracing::field::Empty,
+                                queue_us = tracing::field::Empty,
+                                compute_us = tracing::field::Empty,
+                            )
                         })
                         // Failures are logged once, with their cause, where
                         // they happen; the layer would only repeat them.
@@ -157,7 +169,19 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 /// Where a request's time went, for the client to see: microseconds queued,
 /// microseconds in the engine call, and rows in that call.
-pub fn add_timing_headers(response: &mut axum::response::Response, output: &InferOutput) {
+pub fn add_timing_headers(
+    response: &mut axum::response::Response,
+    model: &crate::model::ServedModel,
+    output: &InferOutput,
+) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("model", model.name.as_str());
+        span.record("version", model.version);
+        span.record("batch_rows", output.batch_rows);
+        span.record("queue_us", output.queue_time.as_micros() as u64);
+        span.record("compute_us", output.compute_time.as_micros() as u64);
+    }
     let headers = response.headers_mut();
     headers.insert(X_QUEUE_TIME_US, HeaderValue::from(output.queue_time.as_micros() as u64));
     headers.insert(X_COMPUTE_TIME_US, HeaderValue::from(output.compute_time.as_micros() as u64));

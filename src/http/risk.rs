@@ -109,6 +109,6 @@ pub async fn predict(
         model_version: model.version.to_string(),
     })
     .into_response();
-    super::add_timing_headers(&mut response, &output);
+    super::add_timing_headers(&mut response, &model, &output);
     Ok(response)
 }

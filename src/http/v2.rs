@@ -189,6 +189,6 @@ pub async fn infer(
         )
             .into_response(),
     };
-    super::add_timing_headers(&mut response, &output);
+    super::add_timing_headers(&mut response, &model, &output);
     Ok(response)
 }

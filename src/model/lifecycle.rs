@@ -27,7 +27,8 @@ use super::{ModelEntry, ModelState, Registry, ServedModel};
 use crate::http::AppState;
 
 /// Triton's model control modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ControlMode {
     /// Load the repository at start; never change it.
     None,

@@ -36,6 +36,9 @@ pub struct ServedModel {
     /// Deadline for requests that bring none.
     pub default_timeout: Option<Duration>,
     scheduler: Scheduler,
+    /// Set while the queue refuses requests, so that shedding is logged
+    /// once when it starts and once when it stops.
+    shedding: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +92,16 @@ impl ServedModel {
         default_timeout: Option<Duration>,
         scheduler: Scheduler,
     ) -> ServedModel {
-        ServedModel { name, version, signature, config, source, default_timeout, scheduler }
+        ServedModel {
+            name,
+            version,
+            signature,
+            config,
+            source,
+            default_timeout,
+            scheduler,
+            shedding: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Rows one engine call may take; 0 when the model does not batch.
@@ -120,7 +132,37 @@ impl ServedModel {
             Err(InferError::Engine(_)) => Outcome::EngineFailed,
         };
         self.stats().record_request(outcome, started.elapsed());
+        self.note_shedding(outcome);
         result
+    }
+
+    /// Logs at warn when the queue starts refusing requests, and when a
+    /// request is admitted again; a plain atomic read otherwise.
+    fn note_shedding(&self, outcome: Outcome) {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Outcome::Refused if !self.shedding.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(
+                    model = %self.name,
+                    version = self.version,
+                    queue_size = self.batch_policy().queue_size,
+                    "queue full: shedding load, new requests refused with 503"
+                );
+            }
+            Outcome::Refused => {}
+            _ if self.shedding.load(Ordering::Relaxed)
+                && self.shedding.swap(false, Ordering::Relaxed) =>
+            {
+                let refused = crate::scheduler::SchedulerStats::get(&self.stats().failed_refused);
+                tracing::warn!(
+                    model = %self.name,
+                    version = self.version,
+                    refused_so_far = refused,
+                    "shedding stopped: requests admitted again"
+                );
+            }
+            _ => {}
+        }
     }
 
     async fn infer_unrecorded(&self, request: InferRequest) -> Result<InferOutput, InferError> {
