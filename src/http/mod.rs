@@ -8,6 +8,7 @@
 pub mod body;
 pub mod repository;
 pub mod risk;
+pub mod status;
 pub mod v2;
 pub mod v2_json;
 
@@ -97,6 +98,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.settings.max_request_bytes;
     let v2 = Router::new()
+        .route("/", get(status::page))
+        .route("/v2/status", get(status::status))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
