@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::grpc::proto;
 use crate::model::ServedModel;
+use crate::model::config::VersionPolicy;
 use crate::scheduler::DurationSum;
 use crate::tensor::DataType;
 
@@ -33,6 +34,18 @@ fn type_code(datatype: DataType) -> proto::DataType {
     }
 }
 
+fn version_policy(policy: &VersionPolicy) -> proto::ModelVersionPolicy {
+    use proto::model_version_policy::{All, Latest, PolicyChoice, Specific};
+    let choice = match policy {
+        VersionPolicy::Latest(n) => PolicyChoice::Latest(Latest { num_versions: *n }),
+        VersionPolicy::All => PolicyChoice::All(All {}),
+        VersionPolicy::Specific(versions) => PolicyChoice::Specific(Specific {
+            versions: versions.iter().map(|&v| v as i64).collect(),
+        }),
+    };
+    proto::ModelVersionPolicy { policy_choice: Some(choice) }
+}
+
 /// The model's configuration. With batching on, dims leave out the batch
 /// dimension, as Triton's do; without, they are the model's whole shape.
 pub fn model_config(model: &ServedModel) -> proto::ModelConfig {
@@ -56,11 +69,7 @@ pub fn model_config(model: &ServedModel) -> proto::ModelConfig {
         name: model.name.clone(),
         platform: crate::model::PLATFORM.to_string(),
         backend: BACKEND.to_string(),
-        version_policy: Some(proto::ModelVersionPolicy {
-            policy_choice: Some(proto::model_version_policy::PolicyChoice::Latest(
-                proto::model_version_policy::Latest { num_versions: 1 },
-            )),
-        }),
+        version_policy: Some(version_policy(&model.config.version_policy())),
         max_batch_size: max_batch_size as i32,
         input: model
             .signature
@@ -103,7 +112,7 @@ pub fn model_config_json(config: &proto::ModelConfig) -> Value {
         "name": config.name,
         "platform": config.platform,
         "backend": config.backend,
-        "version_policy": {"latest": {"num_versions": 1}},
+        "version_policy": version_policy_json(config.version_policy.as_ref()),
         "max_batch_size": config.max_batch_size,
         "input": config.input.iter().map(|t| json!({
             "name": t.name,
@@ -143,6 +152,16 @@ pub fn model_config_json(config: &proto::ModelConfig) -> Value {
         });
     }
     body
+}
+
+fn version_policy_json(policy: Option<&proto::ModelVersionPolicy>) -> Value {
+    use proto::model_version_policy::PolicyChoice;
+    match policy.and_then(|p| p.policy_choice.as_ref()) {
+        Some(PolicyChoice::All(_)) => json!({"all": {}}),
+        Some(PolicyChoice::Specific(s)) => json!({"specific": {"versions": s.versions}}),
+        Some(PolicyChoice::Latest(l)) => json!({"latest": {"num_versions": l.num_versions}}),
+        None => json!({"latest": {"num_versions": 1}}),
+    }
 }
 
 fn duration(sum: &DurationSum) -> Option<proto::StatisticDuration> {

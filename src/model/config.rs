@@ -6,9 +6,11 @@
 //! reference" lists every key with its unit and default.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::pbtxt::{PBTXT_FILE, TritonConfig};
 use crate::engine::{OptimizationLevel, SessionSettings};
 
 /// The file name inferd reads beside a model's version folders.
@@ -30,6 +32,10 @@ pub struct ModelConfig {
     pub instance_group: InstanceGroup,
     pub optimization: Optimization,
     pub version_policy: VersionPolicyTable,
+    /// What a Triton config.pbtxt declared beyond these settings, when the
+    /// configuration came from one (`pbtxt.rs`); never a config.toml key.
+    #[serde(skip)]
+    pub triton: Option<Arc<TritonConfig>>,
 }
 
 /// `[version_policy]`: which version folders are served. At most one key;
@@ -113,7 +119,7 @@ pub struct Optimization {
 const MAX_INSTANCES: usize = 64;
 const MAX_INTRA_OP_THREADS: usize = 256;
 const MAX_BATCH: usize = 1 << 16;
-const MAX_QUEUE: usize = 1 << 20;
+pub(crate) const MAX_QUEUE: usize = 1 << 20;
 
 /// `max_batch_size` of a batchable model whose configuration leaves it out.
 pub const DEFAULT_MAX_BATCH: usize = 64;
@@ -133,7 +139,9 @@ impl ModelConfig {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks the values against inferd's bounds; config.pbtxt files go
+    /// through the same checks.
+    pub(crate) fn check(&self) -> Result<(), String> {
         if let Some(count) = self.instance_group.count
             && (count == 0 || count > MAX_INSTANCES)
         {
@@ -191,6 +199,12 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The file this configuration was read from: `config.toml`, or
+    /// Triton's `config.pbtxt`.
+    pub fn file_name(&self) -> &'static str {
+        if self.triton.is_some() { PBTXT_FILE } else { CONFIG_FILE }
+    }
+
     /// The batch limit for a model whose signature is `batchable` or not;
     /// an explicit `max_batch_size` on a model that cannot batch is an error.
     pub fn resolve_max_batch(&self, batchable: Result<(), String>) -> Result<usize, String> {
@@ -198,7 +212,8 @@ impl ModelConfig {
             (Some(0), _) => Ok(0),
             (Some(n), Ok(())) => Ok(n),
             (Some(n), Err(why)) => Err(format!(
-                "{CONFIG_FILE}: max_batch_size is {n}, but the model cannot batch: {why}"
+                "{}: max_batch_size is {n}, but the model cannot batch: {why}",
+                self.file_name()
             )),
             (None, Ok(())) => Ok(DEFAULT_MAX_BATCH),
             (None, Err(_)) => Ok(0),

@@ -298,7 +298,7 @@ impl ModelManager {
                 return;
             }
         };
-        let config_file = found.dir.join(super::config::CONFIG_FILE);
+        let config_file = found.config_file();
 
         // Load what is new or changed, while the registry still serves the old.
         let mut loaded: BTreeMap<u64, ModelState> = BTreeMap::new();

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod lifecycle;
+pub mod pbtxt;
 pub mod repository;
 
 use std::collections::BTreeMap;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! DIR/<model>/config.toml          optional, see `config.rs`
+//! DIR/<model>/config.pbtxt         or Triton's, see `pbtxt.rs`; not both
 //! DIR/<model>/<version>/model.onnx version folders are plain numbers
 //! ```
 //!
@@ -21,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::config::{DEFAULT_MODEL_FILENAME, ModelConfig};
+use super::config::{CONFIG_FILE, DEFAULT_MODEL_FILENAME, ModelConfig};
+use super::pbtxt::{PBTXT_FILE, load_pbtxt};
 use super::{ModelEntry, ModelState, ServedModel};
 use crate::engine::{Instance, ModelSource, Signature};
 use crate::scheduler::{BatchPolicy, Scheduler};
@@ -163,9 +165,26 @@ fn scan(dir: &Path) -> std::io::Result<Vec<Found>> {
 }
 
 impl Found {
-    /// The model's configuration file, read and checked.
+    /// The model's configuration, read and checked: its `config.toml`, or
+    /// else its Triton `config.pbtxt`; a folder may not hold both.
     pub fn config(&self) -> Result<ModelConfig, String> {
-        ModelConfig::load(&self.dir)
+        if self.dir.join(CONFIG_FILE).exists() && self.dir.join(PBTXT_FILE).exists() {
+            return Err(format!(
+                "{}: holds both {CONFIG_FILE} and {PBTXT_FILE}; keep one of them",
+                self.dir.display()
+            ));
+        }
+        match load_pbtxt(&self.dir)? {
+            Some(config) => Ok(config),
+            None => ModelConfig::load(&self.dir),
+        }
+    }
+
+    /// The configuration file whose changes reload the model: its
+    /// `config.pbtxt` if it has one, else its `config.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        let pbtxt = self.dir.join(PBTXT_FILE);
+        if pbtxt.exists() { pbtxt } else { self.dir.join(CONFIG_FILE) }
     }
 
     /// The version folders that hold the model file, with that file, by
@@ -196,7 +215,9 @@ impl Found {
     }
 }
 
-/// Loads one version of a model from `file` and warms it up.
+/// Loads one version of a model from `file` and warms it up. A
+/// configuration from a config.pbtxt first warns of what inferd does not
+/// honour in it, and its declared tensors must match the model's.
 pub fn load_version(
     name: &str,
     version: u64,
@@ -204,8 +225,15 @@ pub fn load_version(
     config: ModelConfig,
     settings: &LoadSettings,
 ) -> Result<ServedModel, String> {
+    let triton = config.triton.clone();
+    if let Some(triton) = &triton {
+        triton.warn(name, version);
+    }
     let model =
         start_model(name, version, ModelSource::File(file.to_path_buf()), config, settings)?;
+    if let Some(triton) = &triton {
+        triton.check_signature(&model.signature, model.max_batch_size())?;
+    }
     log_loaded(&model);
     Ok(model)
 }
@@ -343,4 +371,36 @@ fn log_loaded(model: &ServedModel) {
         outputs = %describe(&model.signature.outputs),
         "model loaded"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_takes_one_config_file_of_either_kind() {
+        let dir = std::env::temp_dir().join(format!("inferd-configs-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let found = Found { name: "m".into(), dir: dir.clone(), bare: false };
+        std::fs::write(dir.join(CONFIG_FILE), "max_batch_size = 4\n").unwrap();
+        std::fs::write(dir.join(PBTXT_FILE), "max_batch_size: 8\n").unwrap();
+        let both = found.config().unwrap_err();
+        let both_file = found.config_file();
+
+        std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();
+        let pbtxt = found.config().unwrap();
+        std::fs::remove_file(dir.join(PBTXT_FILE)).unwrap();
+        std::fs::write(dir.join(CONFIG_FILE), "max_batch_size = 4\n").unwrap();
+        let toml = found.config().unwrap();
+        let toml_file = found.config_file();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert!(both.contains("holds both config.toml and config.pbtxt; keep one"), "{both}");
+        assert_eq!(both_file, dir.join(PBTXT_FILE));
+        assert_eq!((pbtxt.max_batch_size, pbtxt.file_name()), (Some(8), PBTXT_FILE));
+        assert_eq!((toml.max_batch_size, toml.file_name()), (Some(4), CONFIG_FILE));
+        assert_eq!(toml_file, dir.join(CONFIG_FILE));
+        let folder = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(pbtxt.triton.unwrap().folder, Some(folder));
+    }
 }
