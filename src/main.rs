@@ -1,4 +1,5 @@
-//! The `inferd` binary: parse the command line, set up logging, run.
+//! The `inferd` binary: parse the command line, set up logging, run the
+//! server, or run `inferd bench`.
 
 use clap::Parser;
 
@@ -11,8 +12,10 @@ use inferd::cli::{Cli, Command};
 use inferd::server::Server;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Bench(args) => return inferd::bench::main(*args),
+    };
     if let Err(e) = inferd::telemetry::init(args.log_format, &args.log_level) {
         eprintln!("inferd: {e:#}");
         return std::process::ExitCode::from(2);
