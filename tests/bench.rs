@@ -120,7 +120,7 @@ async fn a_sweep_over_each_protocol_writes_csv_json_and_charts() {
     assert!(inked > 5_000, "only {inked} pixels drawn");
     let svg = std::fs::read_to_string(out.join("bench.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", &svg[..80]);
-    assert!(svg.contains("clinical-risk") && svg.contains("grpc p99"));
+    assert!(svg.contains("clinical-risk") && svg.contains(">\ngrpc\n<"));
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The latency-versus-throughput chart of a run, as SVG and as PNG: for each
 //! protocol, p99 (solid) and p50 (dashed) latency against the throughput of
-//! each load point, every point labelled with its load.
+//! each load point, every point labelled with its load, one colour a
+//! protocol.
 //!
 //! Text is measured and drawn with Noto Sans compiled into the binary
 //! (plotters' `ab_glyph` font backend for layout, [`Typeset`] for the PNG's
@@ -23,6 +24,10 @@ use super::report::{PointResult, RunInfo};
 pub const SIZE: (u32, u32) = (960, 600);
 
 const FONT: &str = "sans-serif";
+
+/// Line colours, one a protocol, dark enough to read on white.
+const COLORS: [RGBColor; 4] =
+    [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44), RGBColor(148, 103, 189)];
 
 pub fn title(info: &RunInfo) -> String {
     let version = info.model_version.as_ref().map(|v| format!(" v{v}")).unwrap_or_default();
@@ -249,7 +254,11 @@ fn draw<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("throughput (requests/s)")
-        .y_desc("latency (ms)")
+        .y_desc("latency (ms): p99 solid, p50 dashed")
+        .y_labels(10)
+        // The light lines of a log axis crowd together near each power of
+        // ten into a grey band; the labelled lines are grid enough.
+        .light_line_style(TRANSPARENT)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| short(*v))
         .label_style((FONT, 14))
@@ -260,7 +269,7 @@ fn draw<DB: DrawingBackend>(
     let mut protocols: Vec<&str> = measured.iter().map(|p| p.protocol).collect();
     protocols.dedup();
     for (i, protocol) in protocols.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         let mine: Vec<&&PointResult> =
             measured.iter().filter(|p| p.protocol == *protocol).collect();
         let at = |pick: fn(&super::report::Latency) -> f64| -> Vec<(f64, f64)> {
@@ -271,18 +280,14 @@ fn draw<DB: DrawingBackend>(
         chart
             .draw_series(LineSeries::new(p99.clone(), color.stroke_width(2)))
             .map_err(fail)?
-            .label(format!("{protocol} p99"))
+            .label(*protocol)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
             });
         chart.draw_series(p99.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(fail)?;
         chart
             .draw_series(DashedLineSeries::new(p50.clone(), 6, 4, color.stroke_width(1)))
-            .map_err(fail)?
-            .label(format!("{protocol} p50"))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(1))
-            });
+            .map_err(fail)?;
         chart
             .draw_series(p50.iter().map(|&p| Circle::new(p, 3, color.stroke_width(1))))
             .map_err(fail)?;

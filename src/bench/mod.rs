@@ -118,8 +118,13 @@ pub fn main(args: BenchArgs) -> ExitCode {
 impl BenchConfig {
     fn from_args(args: BenchArgs) -> Result<BenchConfig, BenchError> {
         let usage = BenchError::Usage;
-        let mut protocols = args.protocol.clone();
-        protocols.dedup();
+        // Each protocol once, in the order given: the table's order.
+        let mut protocols: Vec<BenchProtocol> = Vec::new();
+        for protocol in &args.protocol {
+            if !protocols.contains(protocol) {
+                protocols.push(*protocol);
+            }
+        }
         let any_http = protocols.iter().any(|p| p.is_http());
         let any_grpc = protocols.contains(&BenchProtocol::Grpc);
 
