@@ -70,12 +70,21 @@ pub fn grpc_code_name(code: i32) -> String {
 /// One protocol's way of sending the benchmark's requests.
 ///
 /// Each worker owns a [`Client::Connection`], made by [`Client::connection`]
-/// without I/O; `call` connects it when it has to, so that a server which
-/// closes connections, or is briefly away, costs failures rather than the run.
+/// without I/O and opened by [`Client::open`] before the point starts, so
+/// that no counted request pays for a connection's set-up. `call` connects
+/// it again when it has to, so that a server which closes connections, or is
+/// briefly away, costs failures rather than the run.
 pub trait Client: Send + Sync + 'static {
     type Connection: Send + 'static;
 
     fn connection(&self) -> Self::Connection;
+
+    /// Connects `connection` ahead of the load; a failure is left for
+    /// `call` to meet and count.
+    fn open(&self, connection: &mut Self::Connection) -> impl Future<Output = ()> + Send {
+        let _ = connection;
+        async {}
+    }
 
     /// Sends request number `request` (clients cycle through the requests
     /// they hold) and waits for the whole answer.
@@ -185,29 +194,42 @@ impl Live {
 
 /// Runs one load point: warm-up, then the measured window.
 pub async fn measure<C: Client>(client: Arc<C>, plan: &Plan, live: Arc<Live>) -> Tally {
+    let workers = match plan.pace {
+        Pace::Closed { concurrency } => concurrency,
+        Pace::Rate { connections, .. } => connections,
+    };
+    // Connections first: a burst of hundreds of connects at the first due
+    // times would show in the tail (a dropped SYN alone costs a second).
+    let mut connections = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let mut connection = client.connection();
+        let _ = tokio::time::timeout(plan.timeout, client.open(&mut connection)).await;
+        connections.push(connection);
+    }
+
     // A short lead, so that every worker is spawned before the first
     // request is due.
     let start = Instant::now() + Duration::from_millis(20);
     let window_opens = start + plan.warmup;
     let end = window_opens + plan.window;
     let next = Arc::new(AtomicU64::new(0));
-    let (workers, pacer) = match plan.pace {
-        Pace::Closed { concurrency } => (concurrency, None),
-        Pace::Rate { per_sec, connections } => {
+    let pacer = match plan.pace {
+        Pace::Closed { .. } => None,
+        Pace::Rate { per_sec, .. } => {
             let total = (per_sec * (plan.warmup + plan.window).as_secs_f64()) as u64;
             let permits = Arc::new(Semaphore::new(0));
             let thread = {
                 let permits = Arc::clone(&permits);
                 std::thread::Builder::new()
                     .name("loadgen-pacer".into())
-                    .spawn(move || pace(&permits, start, per_sec, total, connections))
+                    .spawn(move || pace(&permits, start, per_sec, total, workers))
                     .expect("a thread starts")
             };
-            (connections, Some((permits, total, thread)))
+            Some((permits, total, thread))
         }
     };
     let mut tasks = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    for connection in connections {
         let (client, next, live, plan) =
             (Arc::clone(&client), Arc::clone(&next), Arc::clone(&live), plan.clone());
         let rate = pacer.as_ref().map(|(permits, total, _)| (Arc::clone(permits), *total));
@@ -215,9 +237,13 @@ pub async fn measure<C: Client>(client: Arc<C>, plan: &Plan, live: Arc<Live>) ->
             match (plan.pace, rate) {
                 (Pace::Rate { per_sec, .. }, Some((permits, total))) => {
                     let schedule = Schedule { permits: &permits, start, per_sec, total };
-                    rate_worker(&*client, &next, &live, &plan, schedule, window_opens).await
+                    rate_worker(&*client, connection, &next, &live, &plan, schedule, window_opens)
+                        .await
                 }
-                _ => closed_worker(&*client, &next, &live, &plan, start, window_opens, end).await,
+                _ => {
+                    let times = (start, window_opens, end);
+                    closed_worker(&*client, connection, &next, &live, &plan, times).await
+                }
             }
         }));
     }
@@ -232,17 +258,16 @@ pub async fn measure<C: Client>(client: Arc<C>, plan: &Plan, live: Arc<Live>) ->
     tally
 }
 
+/// `times`: when to start, when the window opens, when it closes.
 async fn closed_worker<C: Client>(
     client: &C,
+    mut connection: C::Connection,
     next: &AtomicU64,
     live: &Live,
     plan: &Plan,
-    start: Instant,
-    window_opens: Instant,
-    end: Instant,
+    (start, window_opens, end): (Instant, Instant, Instant),
 ) -> Tally {
     let mut tally = Tally::new();
-    let mut connection = client.connection();
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < end {
         let request = next.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +322,7 @@ fn pace(permits: &Semaphore, start: Instant, per_sec: f64, total: u64, workers: 
 
 async fn rate_worker<C: Client>(
     client: &C,
+    mut connection: C::Connection,
     next: &AtomicU64,
     live: &Live,
     plan: &Plan,
@@ -304,7 +330,6 @@ async fn rate_worker<C: Client>(
     window_opens: Instant,
 ) -> Tally {
     let mut tally = Tally::new();
-    let mut connection = client.connection();
     loop {
         // A permit first, then a request number: no worker can then hold a
         // number whose due time has not come, whichever worker wakes first.
@@ -386,6 +411,10 @@ impl Client for HttpPost {
 
     fn connection(&self) -> Option<Sender> {
         None
+    }
+
+    async fn open(&self, connection: &mut Option<Sender>) {
+        *connection = connect(self.addr).await.ok();
     }
 
     async fn call(&self, connection: &mut Option<Sender>, request: u64) -> Result<(), Failure> {

@@ -447,6 +447,10 @@ impl Client for GrpcInfer {
         None
     }
 
+    async fn open(&self, connection: &mut Self::Connection) {
+        *connection = grpc_connect(&self.endpoint).await.ok();
+    }
+
     async fn call(&self, connection: &mut Self::Connection, request: u64) -> Result<(), Failure> {
         let client = match connection {
             Some(client) => client,
