@@ -167,8 +167,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LO,HI", default_value = "0,1", value_parser = parse_range, allow_hyphen_values = true)]
     pub random_range: (f64, f64),
 
-    /// Closed-loop load points: requests in flight at once, comma-separated.
-    /// With --rate, one number: the most requests in flight (default 64).
+    /// Closed-loop load points: requests in flight at once, comma-separated
+    /// (default 1,4,16,64). With --rate, one number: the most requests in
+    /// flight (default 64).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: Vec<u32>,
 
