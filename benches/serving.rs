@@ -222,7 +222,7 @@ async fn sweep_at(
             warmup: options.warmup,
             window: options.window,
         };
-        let result = loadgen::run(&spec).await.expect("load point runs");
+        let result = loadgen::run(&spec).await;
         print_row(name, &result);
         results.push(result);
     }
@@ -488,7 +488,7 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
         window: options.window * 2,
     };
     let offered = sustainable * 10.0;
-    let result = runtime.block_on(loadgen::run_fixed_rate(&spec, offered)).expect("fixed-rate run");
+    let result = runtime.block_on(loadgen::run_fixed_rate(&spec, offered));
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     let samples = samples.lock().unwrap().clone();

@@ -30,3 +30,6 @@ INFERD_BIN=target/release/inferd .venv-clients/bin/python -m pytest tests/client
 # The container image, the Kubernetes, KServe and Helm files: built and
 # checked with the same release binary.
 INFERD_BIN=target/release/inferd scripts/test-deploy.sh
+
+# The status page in headless Chromium (installed with apt when missing).
+INFERD_BIN=target/release/inferd scripts/test-browser.sh

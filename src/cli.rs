@@ -1,5 +1,6 @@
-//! Command-line flags, each also read from an `INFERD_...` environment
-//! variable and from the `--config` file.
+//! Command-line flags. Those of `inferd serve` are each also read from an
+//! `INFERD_...` environment variable and from the `--config` file; those of
+//! `inferd bench` only from the command line, since they describe one run.
 //!
 //! Flags take Triton's names where Triton has one (`--model-repository`,
 //! `--http-port`, `--strict-readiness`, `--exit-timeout-secs`). A setting
@@ -35,6 +36,10 @@ pub enum Command {
     /// Print the settings `inferd serve` would run with, given the same
     /// flags, environment and --config file, as TOML; secrets are redacted.
     Config(ServeArgs),
+    /// Measure an Open Inference Protocol v2 server (inferd, Triton, KServe):
+    /// throughput and latency at each load point, as a table, CSV, JSON and a
+    /// chart.
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -180,7 +185,7 @@ where
     let Some((_, sub)) = matches.subcommand() else {
         return Ok(Cli::from_arg_matches(&matches)?);
     };
-    let Some(file) = sub.get_one::<PathBuf>("config") else {
+    let Some(file) = sub.try_get_one::<PathBuf>("config").ok().flatten() else {
         return Ok(Cli::from_arg_matches(&matches)?);
     };
     let extra = file_arguments(file, sub)?;
@@ -245,6 +250,144 @@ fn file_arguments(
         }
     }
     Ok(extra)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum BenchProtocol {
+    /// HTTP/REST with JSON tensors.
+    Http,
+    /// HTTP/REST with the binary tensor extension, inputs and outputs.
+    HttpBinary,
+    /// gRPC ModelInfer with raw_input_contents.
+    Grpc,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server: http://HOST:PORT, with a path prefix if it has one.
+    /// Default http://localhost:8000, or http://localhost:8001 when every
+    /// protocol is gRPC.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The gRPC endpoint, when --protocol compares gRPC with HTTP (the
+    /// HTTP one is --url). Default http://localhost:8001 when --url is not
+    /// given either.
+    #[arg(long, value_name = "URL")]
+    pub grpc_url: Option<String>,
+
+    /// Model to drive.
+    #[arg(long)]
+    pub model: String,
+
+    /// Model version; default the server's choice.
+    #[arg(long, value_name = "VERSION")]
+    pub model_version: Option<String>,
+
+    /// Protocols, comma-separated; each is measured at every load point.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "http")]
+    pub protocol: Vec<BenchProtocol>,
+
+    /// Rows per request: the size of every input's free first dimension.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+
+    /// An input's whole shape, e.g. `features:8,10`, for inputs whose
+    /// metadata has free dimensions past the first, or to override it.
+    /// Repeat for several inputs.
+    #[arg(long, value_name = "NAME:D1,D2,...", value_parser = parse_shape)]
+    pub shape: Vec<(String, Vec<i64>)>,
+
+    /// Rows to send instead of random data: a .npy array, a CSV file of
+    /// numbers (one row a line), or a JSON array of rows. NAME=FILE for one
+    /// input of several; requests take the file's rows in turn.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub input_data: Vec<String>,
+
+    /// Seed of the random input data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Range of the random data: floats are uniform in [LO, HI), integers
+    /// in [LO, HI].
+    #[arg(long, value_name = "LO,HI", default_value = "0,1", value_parser = parse_range, allow_hyphen_values = true)]
+    pub random_range: (f64, f64),
+
+    /// Closed-loop load points: requests in flight at once, comma-separated
+    /// (default 1,4,16,64). With --rate, one number: the most requests in
+    /// flight (default 64).
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Vec<u32>,
+
+    /// Fixed-rate load points instead: requests per second, comma-separated.
+    /// Latency counts from each request's due time.
+    #[arg(long, value_delimiter = ',')]
+    pub rate: Vec<f64>,
+
+    /// Measured seconds per load point.
+    #[arg(long, default_value_t = 5.0)]
+    pub window_secs: f64,
+
+    /// Seconds of load before each point's window, not counted.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup_secs: f64,
+
+    /// Seconds to wait for one answer before counting a timeout.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout_secs: f64,
+
+    /// Folder to write bench.csv, bench.json, bench.svg and bench.png into.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Write the points as CSV here.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Write the points and the run's settings as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draw the latency-versus-throughput chart as SVG here.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// Draw the latency-versus-throughput chart as PNG here.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `NAME:D1,D2,...` as `--shape` takes it.
+fn parse_shape(value: &str) -> Result<(String, Vec<i64>), String> {
+    let (name, dims) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{value}' is not NAME:D1,D2,... (e.g. features:1,10)"))?;
+    if name.is_empty() {
+        return Err(format!("'{value}' names no input"));
+    }
+    let dims = dims
+        .split(',')
+        .map(|d| match d.trim().parse::<i64>() {
+            Ok(d) if d >= 0 => Ok(d),
+            _ => Err(format!("'{d}' in '{value}' is not a dimension (a whole number, 0 or more)")),
+        })
+        .collect::<Result<Vec<i64>, String>>()?;
+    Ok((name.to_string(), dims))
+}
+
+/// `LO,HI` as `--random-range` takes it.
+fn parse_range(value: &str) -> Result<(f64, f64), String> {
+    let parsed = value.split_once(',').and_then(|(lo, hi)| {
+        Some((lo.trim().parse::<f64>().ok()?, hi.trim().parse::<f64>().ok()?))
+    });
+    match parsed {
+        Some((lo, hi)) if lo.is_finite() && hi.is_finite() && lo <= hi => Ok((lo, hi)),
+        _ => Err(format!("'{value}' is not LO,HI with LO <= HI")),
+    }
 }
 
 /// The validated settings of `inferd serve`.
@@ -315,7 +458,9 @@ impl ServerConfig {
     /// Defaults for tests and embedding: loopback, free ports.
     pub fn local(model_repository: Option<PathBuf>) -> ServerConfig {
         let cli = Cli::parse_from(std::iter::once("inferd").chain(LOCAL_SERVE_ARGS));
-        let (Command::Serve(args) | Command::Config(args)) = cli.command;
+        let (Command::Serve(args) | Command::Config(args)) = cli.command else {
+            unreachable!("LOCAL_SERVE_ARGS start with `serve`")
+        };
         ServerConfig { model_repository, ..args.to_config().expect("the local settings are valid") }
     }
 }

@@ -11,11 +11,13 @@
 //! ```
 //!
 //! `server` starts and stops it all; `cli` holds the flags; `error` maps every
-//! failure to one status code.
+//! failure to one status code. `bench` (with `loadgen`) is the client side:
+//! `inferd bench`, a load generator for any server of the protocol.
 
 // Unsafe code is denied everywhere but `engine::raw`, which states its reasons.
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod error;

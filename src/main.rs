@@ -1,4 +1,5 @@
-//! The `inferd` binary: parse the command line, set up logging, run.
+//! The `inferd` binary: parse the command line, set up logging, run the
+//! server, or run `inferd bench`.
 
 /// glibc's malloc showed up as a seventh of the CPU profile of a loaded
 /// server; mimalloc's thread-local free lists make those small, short-lived
@@ -27,6 +28,7 @@ fn main() -> std::process::ExitCode {
     };
     let args = match cli.command {
         Command::Serve(args) => args,
+        Command::Bench(args) => return inferd::bench::main(*args),
         Command::Config(args) => {
             return match toml::to_string(&args) {
                 Ok(text) => {
