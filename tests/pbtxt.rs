@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::{TestServer, copy_model, temp_dir};
+use common::{Captured, TestServer, copy_model, temp_dir};
 use inferd::model::repository::{Found, LoadSettings, load_version};
 use inferd::scheduler::SchedulerStats;
 use serde_json::{Value, json};
@@ -220,19 +219,6 @@ async fn a_config_inferd_cannot_honour_fails_only_its_model() {
     drop(registry);
     server.stop().await;
     std::fs::remove_dir_all(repo).unwrap();
-}
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]
