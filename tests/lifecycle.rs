@@ -217,16 +217,7 @@ async fn a_bad_new_version_leaves_the_old_one_serving() {
         assert_eq!(answer["model_version"], "1", "{what}");
         assert_eq!(server.get("/v2/health/ready").await.status(), 200, "{what}");
 
-        let index: Value = server
-            .client
-            .post(server.url("/v2/repository/index"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, index) = api(&server, "/v2/repository/index", Some(TOKEN)).await;
         let rows = index.as_array().unwrap();
         let v1 = rows.iter().find(|r| r["name"] == "m" && r["version"] == "1").unwrap();
         let v2 = rows.iter().find(|r| r["name"] == "m" && r["version"] == "2").unwrap();
