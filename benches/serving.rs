@@ -12,6 +12,9 @@
 //! - the engine's own limit on the heavy MLP in this process: rows per second
 //!   at the best batch size, with the server's intra-op thread count (the
 //!   server then batches up to that size);
+//! - the three protocols on the bundled model (v2 JSON, v2 binary tensors,
+//!   gRPC), driven by `inferd bench`: requests per second at concurrency 64,
+//!   and the server's CPU time per request at one fixed rate for all;
 //! - overload: a slow model offered ten times what it sustains, at a fixed
 //!   rate, with latencies counted from each request's due time and the
 //!   server's resident memory sampled throughout.
@@ -38,6 +41,14 @@ struct Options {
     /// Intra-op threads of the heavy model's one instance, in the server and
     /// in the engine-limit measurement alike. Default: all cores.
     mlp_threads: Option<usize>,
+    /// Parts to run (`--only front-end,protocols,heavy,overload`); all when empty.
+    only: Vec<String>,
+}
+
+impl Options {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 fn options() -> Options {
@@ -47,6 +58,7 @@ fn options() -> Options {
         models: None,
         rounds: 3,
         mlp_threads: None,
+        only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -57,6 +69,14 @@ fn options() -> Options {
             "--models" => options.models = args.next().map(PathBuf::from),
             "--rounds" => options.rounds = args.next().unwrap().parse().unwrap(),
             "--mlp-threads" => options.mlp_threads = args.next().map(|n| n.parse().unwrap()),
+            "--only" => {
+                let parts = args.next().unwrap();
+                options.only = parts.split(',').map(str::to_string).collect();
+                for part in &options.only {
+                    let known = ["front-end", "protocols", "heavy", "overload"];
+                    assert!(known.contains(&part.as_str()), "--only: unknown part {part}");
+                }
+            }
             "--baseline-server" => {
                 let runtime = tokio::runtime::Runtime::new().unwrap();
                 runtime.block_on(async {
@@ -76,6 +96,7 @@ fn options() -> Options {
 struct Inferd {
     child: Child,
     addr: std::net::SocketAddr,
+    grpc_addr: std::net::SocketAddr,
 }
 
 impl Inferd {
@@ -89,18 +110,25 @@ impl Inferd {
             .spawn()
             .expect("inferd starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addr = None;
+        let (mut addr, mut grpc_addr) = (None, None);
         for line in lines.by_ref() {
             let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
             if value["message"] == "models loaded" {
                 break;
             }
+            let logged = value["addr"].as_str().map(|a| a.parse().unwrap());
             if value["message"] == "http endpoint listening" {
-                addr = value["addr"].as_str().map(|a| a.parse().unwrap());
+                addr = logged;
+            } else if value["message"] == "grpc endpoint listening" {
+                grpc_addr = logged;
             }
         }
         std::thread::spawn(move || lines.for_each(drop));
-        Inferd { child, addr: addr.expect("inferd logs its address") }
+        Inferd {
+            child,
+            addr: addr.expect("inferd logs its address"),
+            grpc_addr: grpc_addr.expect("inferd logs its gRPC address"),
+        }
     }
 }
 
@@ -318,11 +346,35 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bundled = root.join("models/clinical-risk/1/model.onnx");
+    if options.runs("front-end") {
+        front_end(&runtime, &bundled, &options);
+    }
+    if options.runs("protocols") {
+        let server = Inferd::start(&repository("protocols", &bundled, "clinical-risk", ""));
+        protocols(&runtime, &server, &options);
+    }
+    if !options.runs("heavy") && !options.runs("overload") {
+        return;
+    }
+    let Some(models) = options.models.clone() else {
+        println!("no --models given: skipping the heavy models (scripts/bench.sh builds them)");
+        return;
+    };
+    if options.runs("heavy") {
+        heavy(&runtime, &models, cores, &options);
+    }
+    if options.runs("overload") {
+        overload(&runtime, &models.join("wide/1/model.onnx"), &options);
+    }
+}
 
+/// `POST /predict/risk` on the bundled model, batching on and off, and the
+/// minimal axum server.
+fn front_end(runtime: &tokio::runtime::Runtime, bundled: &Path, options: &Options) {
     let baseline = Baseline::start();
-    let risk_on = Inferd::start(&repository("risk-on", &bundled, "clinical-risk", ""));
+    let risk_on = Inferd::start(&repository("risk-on", bundled, "clinical-risk", ""));
     let risk_off =
-        Inferd::start(&repository("risk-off", &bundled, "clinical-risk", "max_batch_size = 0\n"));
+        Inferd::start(&repository("risk-off", bundled, "clinical-risk", "max_batch_size = 0\n"));
     let base = Target {
         name: "baseline axum, parse + constant",
         addr: baseline.addr,
@@ -344,24 +396,22 @@ fn main() {
 
     print_header();
     for target in [&base, &on, &off] {
-        runtime.block_on(sweep(target.name, target.addr, target.path, target.body, &options));
+        runtime.block_on(sweep(target.name, target.addr, target.path, target.body, options));
     }
     println!();
     println!("ratios, each the median of {} alternating rounds:", options.rounds);
     print_header();
-    let thin = compare(&runtime, &options, 64, &on, &base, throughput);
-    let idle = compare(&runtime, &options, 1, &on, &off, median_latency);
+    let thin = compare(runtime, options, 64, &on, &base, throughput);
+    let idle = compare(runtime, options, 1, &on, &off, median_latency);
     println!("load average {}", loadavg());
     println!("thin front end: risk / baseline throughput at c=64 = {thin:.2} (target >= 0.70)");
     println!(
         "idle penalty (risk): median latency at c=1, batching on / off = {idle:.2} (target <= 1.10)"
     );
-    drop((baseline, risk_on, risk_off));
+}
 
-    let Some(models) = options.models.clone() else {
-        println!("no --models given: skipping the heavy models (scripts/bench.sh builds them)");
-        return;
-    };
+/// The heavy MLP: batching on and off, and the engine's own limit.
+fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options: &Options) {
     let heavy = models.join("mlp/1/model.onnx");
     let threads = options.mlp_threads.unwrap_or(cores);
     println!();
@@ -381,7 +431,7 @@ fn main() {
     let mut heavy_on = Vec::new();
     for target in [&on, &off] {
         let results =
-            runtime.block_on(sweep(target.name, target.addr, target.path, target.body, &options));
+            runtime.block_on(sweep(target.name, target.addr, target.path, target.body, options));
         if target.name == on.name {
             heavy_on = results;
         }
@@ -389,8 +439,8 @@ fn main() {
     println!();
     println!("ratios, each the median of {} alternating rounds:", options.rounds);
     print_header();
-    let gain = compare(&runtime, &options, 64, &on, &off, throughput);
-    let idle = compare(&runtime, &options, 1, &on, &off, median_latency);
+    let gain = compare(runtime, options, 64, &on, &off, throughput);
+    let idle = compare(runtime, options, 1, &on, &off, median_latency);
     drop((mlp_on, mlp_off));
     let served = at(&heavy_on, 64).throughput();
 
@@ -402,8 +452,6 @@ fn main() {
         "close to the engine: mlp at c=64 {served:.0} rows/s / engine limit {limit:.0} rows/s (batch {best_batch}) = {:.2} (target >= 0.85)",
         served / limit
     );
-
-    overload(&runtime, &models.join("wide/1/model.onnx"), &options);
 }
 
 /// Resident memory of a process, in MiB.
@@ -509,6 +557,166 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
         result.refused_latency_us.value_at_quantile(0.99) as f64 / 1000.0
     );
     println!(
+        "admitted requests' time in the server (x-queue-time-us + x-compute-time-us): p50 {:.2} ms, p99 {:.2} ms",
+        result.ok_server_us.value_at_quantile(0.5) as f64 / 1000.0,
+        result.ok_server_us.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    println!(
         "server resident memory: {first:.1} MiB at start, {peak:.1} MiB peak, {last:.1} MiB at end"
     );
+}
+
+/// Seconds of CPU (user and system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks_per_sec()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().expect("getconf runs");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0)
+}
+
+/// Requests the server has answered successfully for `model`, from its
+/// statistics endpoint.
+fn served_requests(runtime: &tokio::runtime::Runtime, server: &Inferd, model: &str) -> u64 {
+    let url = format!("http://{}/v2/models/{model}/stats", server.addr);
+    let stats: serde_json::Value = runtime
+        .block_on(async { reqwest::get(&url).await?.json().await })
+        .expect("the statistics endpoint answers");
+    stats["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["inference_stats"]["success"]["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// One protocol as `inferd bench` drives it.
+struct Protocol {
+    name: &'static str,
+    args: &'static [&'static str],
+}
+
+const PROTOCOLS: [Protocol; 4] = [
+    Protocol { name: "v2 JSON", args: &["--protocol", "http"] },
+    Protocol { name: "v2 binary tensors", args: &["--protocol", "http-binary"] },
+    Protocol { name: "gRPC, a connection per call", args: &["--protocol", "grpc"] },
+    Protocol {
+        name: "gRPC, 4 shared connections",
+        args: &["--protocol", "grpc", "--grpc-connections", "4"],
+    },
+];
+
+/// One load point of `inferd bench`: its JSON report's point, and the
+/// server's CPU seconds and answered requests over the run.
+fn bench_point(
+    runtime: &tokio::runtime::Runtime,
+    server: &Inferd,
+    protocol: &Protocol,
+    load: &[&str],
+    options: &Options,
+) -> (serde_json::Value, f64, u64) {
+    let report =
+        std::env::temp_dir().join(format!("inferd-bench-point-{}.json", std::process::id()));
+    let (cpu_before, served_before) =
+        (cpu_secs(server.child.id()), served_requests(runtime, server, "clinical-risk"));
+    let status = Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .arg("bench")
+        .args(["--model", "clinical-risk", "--no-progress"])
+        .arg("--url")
+        .arg(format!("http://{}", server.addr))
+        .arg("--grpc-url")
+        .arg(format!("http://{}", server.grpc_addr))
+        .args(protocol.args)
+        .args(load)
+        .arg("--window-secs")
+        .arg(options.window.as_secs_f64().to_string())
+        .arg("--warmup-secs")
+        .arg(options.warmup.as_secs_f64().to_string())
+        .arg("--json")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("inferd bench runs");
+    assert!(status.success(), "inferd bench failed for {}", protocol.name);
+    let cpu = cpu_secs(server.child.id()) - cpu_before;
+    let served = served_requests(runtime, server, "clinical-risk") - served_before;
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    (report["points"][0].clone(), cpu, served)
+}
+
+/// v2 JSON, binary tensors and gRPC on the bundled model. Closed-loop
+/// throughput at concurrency 64 depends on the client as much as on the
+/// server (client and server share the cores), so each protocol's cost is
+/// also measured as server CPU time per request at one fixed rate for all,
+/// which every client here sustains with room to spare.
+fn protocols(runtime: &tokio::runtime::Runtime, server: &Inferd, options: &Options) {
+    println!();
+    println!("protocols: the bundled model over v2 inference, driven by `inferd bench`");
+    println!(
+        "{:<34} {:>5} {:>10} {:>9} {:>9} {:>14}",
+        "protocol", "conc", "req/s", "p50 ms", "p99 ms", "server µs/req"
+    );
+    let closed = ["--concurrency", "64"];
+    let mut slowest = f64::INFINITY;
+    for protocol in &PROTOCOLS {
+        let (point, cpu, served) = bench_point(runtime, server, protocol, &closed, options);
+        let rps = point["throughput_rps"].as_f64().unwrap();
+        slowest = slowest.min(rps);
+        println!(
+            "{:<34} {:>5} {:>10.0} {:>9.3} {:>9.3} {:>14.1}",
+            protocol.name,
+            64,
+            rps,
+            point["latency_ms"]["p50"].as_f64().unwrap(),
+            point["latency_ms"]["p99"].as_f64().unwrap(),
+            cpu * 1e6 / served.max(1) as f64
+        );
+    }
+    // Half the slowest protocol's closed-loop throughput: every client then
+    // runs at half its own capacity or less, so that none of them lags and
+    // sends in bursts.
+    let rate = (slowest / 2.0).round();
+    let rate_arg = rate.to_string();
+    let fixed = ["--rate", rate_arg.as_str(), "--concurrency", "64"];
+    println!();
+    println!(
+        "server CPU per request at {rate:.0} req/s, each the median of {} rounds:",
+        options.rounds
+    );
+    // Each round measures every protocol once, back to back; a protocol's
+    // ratio to JSON is the median of its per-round ratios, so that a drift
+    // of the machine's speed between rounds cancels out.
+    let mut per_request = vec![Vec::new(); PROTOCOLS.len()];
+    for _ in 0..options.rounds {
+        for (i, protocol) in PROTOCOLS.iter().enumerate() {
+            let (point, cpu, served) = bench_point(runtime, server, protocol, &fixed, options);
+            assert_eq!(point["errors"].as_u64(), Some(0), "{} had errors", protocol.name);
+            per_request[i].push(cpu * 1e6 / served.max(1) as f64);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (protocol, rounds) in PROTOCOLS.iter().zip(&per_request) {
+        let ratios = rounds.iter().zip(&per_request[0]).map(|(r, json)| r / json).collect();
+        let shown: Vec<String> = rounds.iter().map(|r| format!("{r:.1}")).collect();
+        println!(
+            "{:<34} {:>8.1} µs/req, {:.2} of JSON (target <= 1.00 for binary and gRPC); rounds {}",
+            protocol.name,
+            median(rounds.clone()),
+            median(ratios),
+            shown.join(" ")
+        );
+    }
+    println!("load average {}", loadavg());
 }

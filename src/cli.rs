@@ -276,6 +276,13 @@ pub struct BenchArgs {
     #[arg(long, value_name = "URL")]
     pub grpc_url: Option<String>,
 
+    /// HTTP/2 connections the gRPC calls share, each carrying its share of
+    /// the calls in flight at once, as tritonclient and perf_analyzer share
+    /// one channel between many calls. Default: one connection per call in
+    /// flight, as the HTTP/1.1 clients have.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_connections: Option<u32>,
+
     /// Model to drive.
     #[arg(long)]
     pub model: String,

@@ -92,7 +92,14 @@ pub trait Client: Send + Sync + 'static {
         &self,
         connection: &mut Self::Connection,
         request: u64,
-    ) -> impl Future<Output = Result<(), Failure>> + Send;
+    ) -> impl Future<Output = Result<Answer, Failure>> + Send;
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The time the server says it spent (queue plus compute), when it says.
+    pub server_time: Option<Duration>,
 }
 
 /// How requests are paced at one load point.
@@ -124,6 +131,8 @@ pub struct Plan {
 pub struct Tally {
     /// Latencies of the successful requests.
     pub ok_latency_us: Histogram<u64>,
+    /// The server's own time for the successful requests that report it.
+    pub ok_server_us: Histogram<u64>,
     /// Latencies of the failed requests, by kind of failure.
     pub failures: BTreeMap<Failure, Histogram<u64>>,
     /// From the window's opening to the last counted answer.
@@ -132,7 +141,12 @@ pub struct Tally {
 
 impl Tally {
     fn new() -> Tally {
-        Tally { ok_latency_us: new_histogram(), failures: BTreeMap::new(), elapsed: Duration::ZERO }
+        Tally {
+            ok_latency_us: new_histogram(),
+            ok_server_us: new_histogram(),
+            failures: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
     }
 
     pub fn ok(&self) -> u64 {
@@ -153,11 +167,16 @@ impl Tally {
         self.ok_latency_us.value_at_quantile(q) as f64 / 1000.0
     }
 
-    fn record(&mut self, outcome: Result<(), Failure>, latency: Duration) {
+    fn record(&mut self, outcome: Result<Answer, Failure>, latency: Duration) {
         let us = latency.as_micros().max(1) as u64;
         // Saturating, so that counts stay exact even past the histogram's range.
         match outcome {
-            Ok(()) => self.ok_latency_us.saturating_record(us),
+            Ok(answer) => {
+                self.ok_latency_us.saturating_record(us);
+                if let Some(server) = answer.server_time {
+                    self.ok_server_us.saturating_record(server.as_micros().max(1) as u64);
+                }
+            }
             Err(failure) => {
                 self.failures.entry(failure).or_insert_with(new_histogram).saturating_record(us)
             }
@@ -166,6 +185,7 @@ impl Tally {
 
     fn merge(&mut self, other: Tally) {
         self.ok_latency_us.add(&other.ok_latency_us).expect("histograms share their bounds");
+        self.ok_server_us.add(&other.ok_server_us).expect("histograms share their bounds");
         for (failure, histogram) in other.failures {
             match self.failures.get_mut(&failure) {
                 Some(mine) => mine.add(&histogram).expect("histograms share their bounds"),
@@ -186,7 +206,7 @@ pub struct Live {
 }
 
 impl Live {
-    fn count(&self, outcome: &Result<(), Failure>) {
+    fn count(&self, outcome: &Result<Answer, Failure>) {
         let counter = if outcome.is_ok() { &self.ok } else { &self.failed };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -352,7 +372,7 @@ async fn call<C: Client>(
     connection: &mut C::Connection,
     request: u64,
     timeout: Duration,
-) -> Result<(), Failure> {
+) -> Result<Answer, Failure> {
     match tokio::time::timeout(timeout, client.call(connection, request)).await {
         Ok(outcome) => outcome,
         Err(_) => {
@@ -361,6 +381,13 @@ async fn call<C: Client>(
             Err(Failure::Timeout)
         }
     }
+}
+
+/// The server's own time for a request, from inferd's `x-queue-time-us` and
+/// `x-compute-time-us` answer headers.
+fn server_time(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let micros = |name: &str| headers.get(name)?.to_str().ok()?.parse::<u64>().ok();
+    Some(Duration::from_micros(micros("x-queue-time-us")? + micros("x-compute-time-us")?))
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -417,7 +444,7 @@ impl Client for HttpPost {
         *connection = connect(self.addr).await.ok();
     }
 
-    async fn call(&self, connection: &mut Option<Sender>, request: u64) -> Result<(), Failure> {
+    async fn call(&self, connection: &mut Option<Sender>, request: u64) -> Result<Answer, Failure> {
         let sender = match connection {
             Some(sender) if !sender.is_closed() => sender,
             _ => connection.insert(connect(self.addr).await.map_err(|_| Failure::Transport)?),
@@ -425,8 +452,9 @@ impl Client for HttpPost {
         let outcome = match sender.send_request(self.request(request)).await {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let answer = Answer { server_time: server_time(response.headers()) };
                 match response.into_body().collect().await {
-                    Ok(_) if status == 200 => Ok(()),
+                    Ok(_) if status == 200 => Ok(answer),
                     Ok(_) => Err(Failure::Status(status)),
                     Err(_) => Err(Failure::Transport),
                 }
@@ -534,6 +562,8 @@ pub struct RateResult {
     pub errors: u64,
     pub elapsed: Duration,
     pub ok_latency_us: Histogram<u64>,
+    /// The server's own time (queue plus compute) for the admitted requests.
+    pub ok_server_us: Histogram<u64>,
     pub refused_latency_us: Histogram<u64>,
 }
 
@@ -556,6 +586,7 @@ pub async fn run_fixed_rate(spec: &LoadSpec, rate: f64) -> RateResult {
         errors: tally.failed(),
         elapsed: tally.elapsed,
         ok_latency_us: tally.ok_latency_us,
+        ok_server_us: tally.ok_server_us,
         refused_latency_us,
     }
 }
@@ -585,10 +616,21 @@ mod tests {
 
         fn connection(&self) {}
 
-        async fn call(&self, _: &mut (), request: u64) -> Result<(), Failure> {
+        async fn call(&self, _: &mut (), request: u64) -> Result<Answer, Failure> {
             tokio::time::sleep(self.delay).await;
-            if request % 3 == 2 { Err(Failure::Status(500)) } else { Ok(()) }
+            if request % 3 == 2 { Err(Failure::Status(500)) } else { Ok(Answer::default()) }
         }
+    }
+
+    #[test]
+    fn server_time_is_queue_plus_compute_when_both_are_given() {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert("x-queue-time-us", HeaderValue::from_static("120"));
+        assert_eq!(server_time(&headers), None);
+        headers.insert("x-compute-time-us", HeaderValue::from_static("30"));
+        assert_eq!(server_time(&headers), Some(Duration::from_micros(150)));
+        headers.insert("x-compute-time-us", HeaderValue::from_static("soon"));
+        assert_eq!(server_time(&headers), None);
     }
 
     #[tokio::test]

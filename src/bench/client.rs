@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use crate::cli::BenchProtocol;
 use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use crate::grpc::proto::model_infer_request::InferInputTensor;
 use crate::grpc::proto::{ModelInferRequest, ModelMetadataRequest};
-use crate::loadgen::{self, Client, Failure, HttpBody, HttpPost};
+use crate::loadgen::{self, Answer, Client, Failure, HttpBody, HttpPost};
 
 /// How long making a connection, or the metadata and probe exchanges, may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,6 +133,9 @@ pub struct TensorMetadata {
 pub struct Target {
     pub http: HttpTarget,
     pub grpc: String,
+    /// HTTP/2 connections shared by the gRPC calls; `None` gives each call
+    /// in flight its own.
+    pub grpc_connections: Option<usize>,
     pub model: String,
     pub version: Option<String>,
 }
@@ -264,6 +268,10 @@ impl Target {
             BenchProtocol::Grpc => ProtocolClient::Grpc(Arc::new(GrpcInfer {
                 endpoint: endpoint(&self.grpc)?,
                 requests: requests.iter().map(|r| self.grpc_request(r)).collect(),
+                shared: (0..self.grpc_connections.unwrap_or(0))
+                    .map(|_| tokio::sync::OnceCell::new())
+                    .collect(),
+                next_shared: AtomicUsize::new(0),
             })),
         })
     }
@@ -433,11 +441,28 @@ async fn probe_grpc(grpc: &GrpcInfer) -> Result<(), String> {
     }
 }
 
-/// `ModelInfer` calls of prepared requests, one HTTP/2 connection per
-/// worker, as the HTTP clients have one HTTP/1.1 connection each.
+/// `ModelInfer` calls of prepared requests. Each worker has an HTTP/2
+/// connection of its own, as the HTTP clients have one HTTP/1.1 connection
+/// each, unless `shared` holds connections: then the workers take them in
+/// turn and their calls are multiplexed on them.
 pub struct GrpcInfer {
     endpoint: Endpoint,
     requests: Vec<ModelInferRequest>,
+    shared: Vec<tokio::sync::OnceCell<GrpcInferenceServiceClient<Channel>>>,
+    next_shared: AtomicUsize,
+}
+
+impl GrpcInfer {
+    async fn connect(&self) -> Result<GrpcInferenceServiceClient<Channel>, Failure> {
+        if self.shared.is_empty() {
+            return grpc_connect(&self.endpoint).await.map_err(|_| Failure::Transport);
+        }
+        let slot =
+            &self.shared[self.next_shared.fetch_add(1, Ordering::Relaxed) % self.shared.len()];
+        // A clone shares the slot's connection.
+        let client = slot.get_or_try_init(|| grpc_connect(&self.endpoint)).await;
+        client.cloned().map_err(|_| Failure::Transport)
+    }
 }
 
 impl Client for GrpcInfer {
@@ -448,19 +473,22 @@ impl Client for GrpcInfer {
     }
 
     async fn open(&self, connection: &mut Self::Connection) {
-        *connection = grpc_connect(&self.endpoint).await.ok();
+        *connection = self.connect().await.ok();
     }
 
-    async fn call(&self, connection: &mut Self::Connection, request: u64) -> Result<(), Failure> {
+    async fn call(
+        &self,
+        connection: &mut Self::Connection,
+        request: u64,
+    ) -> Result<Answer, Failure> {
         let client = match connection {
             Some(client) => client,
-            None => connection
-                .insert(grpc_connect(&self.endpoint).await.map_err(|_| Failure::Transport)?),
+            None => connection.insert(self.connect().await?),
         };
         // Cloning shares the raw tensor bytes; only names and shapes are copied.
         let message = self.requests[(request % self.requests.len() as u64) as usize].clone();
         match client.model_infer(message).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Answer::default()),
             Err(status) => Err(grpc_failure(&status)),
         }
     }

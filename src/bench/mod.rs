@@ -146,6 +146,7 @@ impl BenchConfig {
         let target = Target {
             http: HttpTarget::parse(&http_url).map_err(usage)?,
             grpc: grpc_url,
+            grpc_connections: args.grpc_connections.map(|n| n as usize),
             model: args.model.clone(),
             version: args.model_version.clone(),
         };

@@ -205,7 +205,7 @@ impl GrpcInferenceService for Service {
             });
             let mut bytes = Vec::with_capacity(tensor.data.len() * tensor.datatype().size());
             tensor.data.write_le(&mut bytes);
-            raw.push(bytes.into());
+            raw.push(bytes);
         }
         Ok(Response::new(ModelInferResponse {
             model_name: model.name.clone(),

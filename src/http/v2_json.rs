@@ -21,21 +21,32 @@ use crate::http::body::json_message;
 use crate::tensor::{DataType, Encoded, Tensor, TensorData, element_count};
 use crate::validate::{InferRequest, NamedTensor};
 
-/// Request-level and tensor-level `parameters`; values are strings, numbers
-/// or booleans.
-pub type Parameters = serde_json::Map<String, serde_json::Value>;
+/// The `parameters` of a request or of a tensor that this server reads; any
+/// others are accepted and ignored, as Triton does. Values stay raw JSON
+/// until they are read, so that parsing them allocates nothing.
+#[derive(Deserialize, Default)]
+struct Parameters<'a> {
+    #[serde(borrow, default)]
+    binary_data_size: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    binary_data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    binary_data_output: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timeout: Option<&'a RawValue>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestBody<'a> {
     #[serde(default)]
     id: Option<String>,
-    #[serde(default)]
-    parameters: Option<Parameters>,
+    #[serde(borrow, default)]
+    parameters: Option<Parameters<'a>>,
     #[serde(borrow)]
     inputs: Vec<InputBody<'a>>,
-    #[serde(default)]
-    outputs: Option<Vec<OutputBody>>,
+    #[serde(borrow, default)]
+    outputs: Option<Vec<OutputBody<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -43,30 +54,35 @@ struct RequestBody<'a> {
 struct InputBody<'a> {
     name: String,
     shape: Vec<i64>,
-    datatype: String,
+    #[serde(borrow)]
+    datatype: std::borrow::Cow<'a, str>,
     /// `binary_data_size` is read from here.
-    #[serde(default)]
-    parameters: Option<Parameters>,
+    #[serde(borrow, default)]
+    parameters: Option<Parameters<'a>>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OutputBody {
+struct OutputBody<'a> {
     name: String,
     /// `binary_data` is read from here.
-    #[serde(default)]
-    parameters: Option<Parameters>,
+    #[serde(borrow, default)]
+    parameters: Option<Parameters<'a>>,
 }
 
-/// Whether `parameters` sets `key` to a boolean, and which.
-fn flag(parameters: Option<&Parameters>, key: &str) -> Result<Option<bool>, ApiError> {
-    match parameters.and_then(|p| p.get(key)) {
-        None => Ok(None),
-        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::BadRequest(format!("parameter '{key}' must be true or false"))),
-    }
+/// The value of a boolean parameter, when it is given.
+fn flag(value: Option<&RawValue>, key: &str) -> Result<Option<bool>, ApiError> {
+    value
+        .map(|raw| serde_json::from_str(raw.get()))
+        .transpose()
+        .map_err(|_| ApiError::BadRequest(format!("parameter '{key}' must be true or false")))
+}
+
+/// The value of a parameter that is a whole number, when it is given.
+fn whole_number(value: Option<&RawValue>) -> Result<Option<u64>, ()> {
+    value.map(|raw| serde_json::from_str(raw.get())).transpose().map_err(|_| ())
 }
 
 /// Which outputs go back as binary data.
@@ -131,12 +147,18 @@ pub fn decode_request(
         )));
     }
     let mut form = OutputForm {
-        all_binary: flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false),
+        all_binary: flag(
+            request.parameters.as_ref().and_then(|p| p.binary_data_output),
+            "binary_data_output",
+        )?
+        .unwrap_or(false),
         per_output: Vec::new(),
     };
     let mut outputs = Vec::new();
     for output in request.outputs.unwrap_or_default() {
-        if let Some(binary) = flag(output.parameters.as_ref(), "binary_data")? {
+        if let Some(binary) =
+            flag(output.parameters.as_ref().and_then(|p| p.binary_data), "binary_data")?
+        {
             form.per_output.push((output.name.clone(), binary));
         }
         outputs.push(output.name);
@@ -156,10 +178,10 @@ pub fn decode_raw(body: Bytes, signature: &Signature) -> Result<InferRequest, Ap
         )));
     };
     let rest = spec.shape.get(1..).unwrap_or(&[]);
-    let row_elements = element_count(rest).filter(|_| spec.shape.first().is_some());
+    let row_elements = element_count(rest).filter(|_| !spec.shape.is_empty());
     let size = spec.datatype.size();
     let shape: Vec<i64> = match (spec.shape.first(), row_elements) {
-        (Some(-1), Some(row)) if row > 0 && body.len() % (row * size) == 0 => {
+        (Some(-1), Some(row)) if row > 0 && body.len().is_multiple_of(row * size) => {
             std::iter::once((body.len() / (row * size)) as i64)
                 .chain(rest.iter().copied())
                 .collect()
@@ -191,10 +213,13 @@ pub fn decode_raw(body: Bytes, signature: &Signature) -> Result<InferRequest, Ap
 
 /// An input's `binary_data_size` parameter, when it has one.
 fn binary_size(input: &InputBody<'_>) -> Result<Option<usize>, ApiError> {
-    let Some(value) = input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
-        return Ok(None);
+    let value = input.parameters.as_ref().and_then(|p| p.binary_data_size);
+    let size = match whole_number(value) {
+        Ok(None) => return Ok(None),
+        Ok(Some(size)) => usize::try_from(size).ok(),
+        Err(()) => None,
     };
-    let size = value.as_u64().and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
+    let size = size.ok_or_else(|| {
         ApiError::BadRequest(format!(
             "input '{}': binary_data_size must be a whole number of bytes",
             input.name
@@ -252,15 +277,12 @@ fn decode_json_input(input: &InputBody<'_>, datatype: DataType) -> Result<Tensor
 /// Triton's `timeout` request parameter: a deadline in microseconds. Zero
 /// means none, as in Triton.
 fn request_timeout(
-    parameters: Option<&Parameters>,
+    parameters: Option<&Parameters<'_>>,
 ) -> Result<Option<std::time::Duration>, ApiError> {
-    let Some(value) = parameters.and_then(|p| p.get("timeout")) else {
-        return Ok(None);
-    };
-    match value.as_u64() {
-        Some(0) => Ok(None),
-        Some(us) => Ok(Some(std::time::Duration::from_micros(us))),
-        None => Err(ApiError::BadRequest(
+    match whole_number(parameters.and_then(|p| p.timeout)) {
+        Ok(None | Some(0)) => Ok(None),
+        Ok(Some(us)) => Ok(Some(std::time::Duration::from_micros(us))),
+        Err(()) => Err(ApiError::BadRequest(
             "parameter 'timeout' must be a whole number of microseconds".to_string(),
         )),
     }
@@ -668,6 +690,45 @@ mod tests {
         assert_eq!(request.id.as_deref(), Some("r1"));
         assert_eq!(request.outputs, vec!["y".to_string()]);
         assert_eq!(request.inputs[0].tensor.data, TensorData::Fp32(vec![1.5, 2.0]));
+    }
+
+    #[test]
+    fn parameters_are_read_by_type_and_unknown_ones_ignored() {
+        let body = br#"{"parameters": {"timeout": 2500, "priority": 3, "tag": {"a": [1]}},
+            "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1],
+                "parameters": {"shared_memory_region": "r"}}],
+            "outputs": [{"name": "y", "parameters": {"binary_data": true, "classification": 0}}]}"#;
+        let (request, form) = decode_request(body, None).unwrap();
+        assert_eq!(request.timeout, Some(std::time::Duration::from_micros(2500)));
+        assert!(form.is_binary("y"));
+
+        let input = |parameters: &str| {
+            format!(
+                r#"{{"inputs": [{{"name": "x", "shape": [1], "datatype": "FP32",
+                    "parameters": {parameters}}}]}}"#
+            )
+        };
+        let cases = [
+            (r#"{"parameters": {"timeout": -1}, "inputs": []}"#.to_string(), "'timeout' must be"),
+            (r#"{"parameters": {"timeout": "5"}, "inputs": []}"#.to_string(), "'timeout' must be"),
+            (
+                r#"{"parameters": {"binary_data_output": 1}, "inputs": []}"#.to_string(),
+                "'binary_data_output' must be true or false",
+            ),
+            (
+                r#"{"inputs": [], "outputs": [{"name": "y", "parameters": {"binary_data": "yes"}}]}"#
+                    .to_string(),
+                "'binary_data' must be true or false",
+            ),
+            (input(r#"{"binary_data_size": 2.5}"#), "binary_data_size must be a whole number"),
+            (input(r#"{"binary_data_size": -4}"#), "binary_data_size must be a whole number"),
+        ];
+        for (body, want) in cases {
+            let Err(ApiError::BadRequest(e)) = decode_request(body.as_bytes(), None) else {
+                panic!("{want}: accepted")
+            };
+            assert!(e.contains(want), "{e} (wanted {want})");
+        }
     }
 
     fn fp32_bytes(values: &[f32]) -> Bytes {
