@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::grpc::proto;
+use crate::grpc::proto::model_config::SchedulingChoice;
 use crate::model::ServedModel;
 use crate::model::config::VersionPolicy;
 use crate::scheduler::DurationSum;
@@ -64,6 +65,7 @@ pub fn model_config(model: &ServedModel) -> proto::ModelConfig {
             allow_timeout_override: true,
             max_queue_size: policy.queue_size as u32,
         }),
+        ..Default::default()
     });
     proto::ModelConfig {
         name: model.name.clone(),
@@ -97,9 +99,11 @@ pub fn model_config(model: &ServedModel) -> proto::ModelConfig {
             name: model.name.clone(),
             count: model.config.instance_count() as i32,
             kind: proto::model_instance_group::Kind::Cpu as i32,
+            ..Default::default()
         }],
         default_model_filename: model.config.model_filename().to_string(),
-        dynamic_batching,
+        scheduling_choice: dynamic_batching.map(SchedulingChoice::DynamicBatching),
+        ..Default::default()
     }
 }
 
@@ -137,7 +141,7 @@ pub fn model_config_json(config: &proto::ModelConfig) -> Value {
         })).collect::<Vec<_>>(),
         "default_model_filename": config.default_model_filename,
     });
-    if let Some(batching) = &config.dynamic_batching {
+    if let Some(SchedulingChoice::DynamicBatching(batching)) = &config.scheduling_choice {
         let queue = batching.default_queue_policy.unwrap_or_default();
         body["dynamic_batching"] = json!({
             "preferred_batch_size": batching.preferred_batch_size,

@@ -240,7 +240,7 @@ fn check_tensor(
 
 /// `inference.ModelConfig`, from the descriptor set build.rs compiles.
 static MODEL_CONFIG: LazyLock<MessageDescriptor> = LazyLock::new(|| {
-    let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/model_config.bin"));
+    let bytes = include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptors.bin"));
     // protoc wrote these bytes at build time and the unit tests decode
     // them, so a failure here is a build defect, not a bad input.
     let pool = DescriptorPool::decode(&bytes[..]).expect("the embedded descriptor set decodes");
