@@ -1,15 +1,13 @@
 """Starts one real `inferd serve` with the bundled model, and one headless
 Chromium, for the status page's browser test.
 
-The binary is $INFERD_BIN (default target/release/inferd); with no
---model-repository it serves the bundled clinical-risk model.
+With no --model-repository inferd serves the bundled clinical-risk model;
+see tests/inferd_process.py for the binary.
 """
 
-import json
 import os
-import subprocess
+import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from inferd_process import serve  # noqa: E402
 
 # Chromium on a machine with no internet: without the background-networking
 # flags it keeps trying to reach Google's hosts.
@@ -29,27 +29,8 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="session")
 def inferd():
-    binary = os.environ.get("INFERD_BIN", str(ROOT / "target" / "release" / "inferd"))
-    process = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
-         "--metrics-port", "0", "--log-format", "json"],
-        stderr=subprocess.PIPE, text=True)
-    address = None
-    for line in process.stderr:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("message") == "http endpoint listening":
-            address = event["addr"]
-        if event.get("message") == "models loaded":
-            break
-    # Keep reading stderr so that the server never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-    assert address, "inferd did not start"
-    yield f"http://{address}"
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    with serve() as addresses:
+        yield f"http://{addresses['http']}"
 
 
 @pytest.fixture(scope="session")

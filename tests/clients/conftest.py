@@ -1,46 +1,25 @@
 """Starts one real `inferd serve` on free ports for the client tests.
 
-The binary is the release build that `scripts/test.sh` makes first (or
-$INFERD_BIN); the model repository is tests/models, with real ONNX Runtime.
+The model repository is tests/models, with real ONNX Runtime; see
+tests/inferd_process.py for the binary.
 """
 
 import json
-import os
-import subprocess
-import threading
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from inferd_process import serve  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def inferd():
-    binary = os.environ.get("INFERD_BIN", str(ROOT / "target" / "release" / "inferd"))
-    process = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-         "--log-format", "json", "--model-repository", str(ROOT / "tests" / "models")],
-        stderr=subprocess.PIPE, text=True)
-    addresses = {}
-    for line in process.stderr:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("message") == "http endpoint listening":
-            addresses["http"] = event["addr"]
-        if event.get("message") == "grpc endpoint listening":
-            addresses["grpc"] = event["addr"]
-        if event.get("message") == "models loaded":
-            break
-    # Keep reading stderr so that the server never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-    assert "grpc" in addresses, "inferd did not start"
-    yield addresses
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    with serve("--model-repository", str(ROOT / "tests" / "models")) as addresses:
+        yield addresses
 
 
 def reference(name):
