@@ -17,7 +17,9 @@
 //!   and the server's CPU time per request at one fixed rate for all;
 //! - overload: a slow model offered ten times what it sustains, at a fixed
 //!   rate, with latencies counted from each request's due time and the
-//!   server's resident memory sampled throughout.
+//!   server's resident memory sampled throughout;
+//! - weights: the server's resident memory with 1, 2 and 4 instances of the
+//!   heavy MLP, whose instances share one copy of the weights.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,7 +43,8 @@ struct Options {
     /// Intra-op threads of the heavy model's one instance, in the server and
     /// in the engine-limit measurement alike. Default: all cores.
     mlp_threads: Option<usize>,
-    /// Parts to run (`--only front-end,protocols,heavy,overload`); all when empty.
+    /// Parts to run (`--only front-end,protocols,heavy,overload,weights`); all
+    /// when empty.
     only: Vec<String>,
 }
 
@@ -73,7 +76,7 @@ fn options() -> Options {
                 let parts = args.next().unwrap();
                 options.only = parts.split(',').map(str::to_string).collect();
                 for part in &options.only {
-                    let known = ["front-end", "protocols", "heavy", "overload"];
+                    let known = ["front-end", "protocols", "heavy", "overload", "weights"];
                     assert!(known.contains(&part.as_str()), "--only: unknown part {part}");
                 }
             }
@@ -358,7 +361,7 @@ fn main() {
         let server = Inferd::start(&repository("protocols", &bundled, "clinical-risk", ""));
         protocols(&runtime, &server, &options);
     }
-    if !options.runs("heavy") && !options.runs("overload") {
+    if !["heavy", "overload", "weights"].iter().any(|part| options.runs(part)) {
         return;
     }
     let Some(models) = options.models.clone() else {
@@ -370,6 +373,27 @@ fn main() {
     }
     if options.runs("overload") {
         overload(&runtime, &models.join("wide/1/model.onnx"), &options);
+    }
+    if options.runs("weights") {
+        weights(&models.join("mlp/1/model.onnx"));
+    }
+}
+
+/// Resident memory of a server with 1, 2 and 4 instances of the heavy MLP:
+/// its instances share one copy of the weights.
+fn weights(heavy: &Path) {
+    let bytes = std::fs::metadata(heavy).map_or(0, |m| m.len());
+    println!();
+    println!(
+        "weights: the heavy MLP ({:.1} MiB file), resident memory once loaded",
+        bytes as f64 / 1048576.0
+    );
+    for count in [1, 2, 4] {
+        let config = format!(
+            "max_batch_size = 64\n[instance_group]\ncount = {count}\nintra_op_threads = 1\n"
+        );
+        let server = Inferd::start(&repository(&format!("weights-{count}"), heavy, "mlp", &config));
+        println!("{count} instance(s): {:.1} MiB", rss_mib(server.child.id()));
     }
 }
 

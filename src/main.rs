@@ -19,6 +19,19 @@ fn main() -> std::process::ExitCode {
         // model threads start below.
         unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
     }
+    // ONNX Runtime allocates with glibc's malloc. A large block it frees (a
+    // model's parsed protobuf, a session's load-time buffers) stays in
+    // glibc's heap once glibc has raised its mmap threshold above it, so each
+    // further instance or reload added to resident memory. A fixed threshold
+    // sends blocks of 128 KiB and more to mmap, which gives them back on
+    // free. Measured with four instances of a 10-1024-1024-1024-1 MLP: 98 MB
+    // resident without it, 72 MB with it (one instance: 66 MB, 59 MB).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain setting of the C allocator, made before any other
+    // thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     let cli = match inferd::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -15,6 +15,7 @@
 mod raw;
 pub mod runtime;
 pub mod session;
+mod weights;
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorRef};
 
 pub use session::{ModelSource, OptimizationLevel, SessionSettings, Signature, TensorSpec};
+pub use weights::SharedWeights;
 
 use crate::tensor::{DataType, Tensor, TensorData};
 
@@ -64,12 +66,12 @@ impl Instance {
         Instance::load_shared(source, settings, None)
     }
 
-    /// Loads an instance whose pre-packed weights live in `shared`, which
-    /// every instance of the same model is given.
+    /// Loads an instance that uses `shared` weights, which every instance of
+    /// the same model is given.
     pub fn load_shared(
         source: &ModelSource,
         settings: &SessionSettings,
-        shared: Option<&ort::session::builder::PrepackedWeights>,
+        shared: Option<&SharedWeights>,
     ) -> Result<Instance, EngineError> {
         let (session, signature) = session::create_session(source, settings, shared)?;
         Ok(Instance { session, signature, fixed: None })

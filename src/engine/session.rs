@@ -5,12 +5,13 @@
 //! `-1` for a symbolic or unknown dimension) comes from the ONNX file itself.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ort::session::Session;
-use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, ValueType};
 
-use super::EngineError;
+use super::{EngineError, SharedWeights};
 use crate::tensor::DataType;
 
 /// Where a model's bytes come from.
@@ -86,12 +87,13 @@ impl Signature {
 }
 
 /// Creates one session for `source` and reads its signature. Sessions given
-/// the same `shared` container keep one copy of their pre-packed weights
-/// between them, so N instances of a model do not cost N copies.
+/// the same `shared` weights keep one copy of the weights, and of their
+/// pre-packed forms, between them, so N instances of a model do not cost N
+/// copies.
 pub fn create_session(
     source: &ModelSource,
     settings: &SessionSettings,
-    shared: Option<&PrepackedWeights>,
+    shared: Option<&SharedWeights>,
 ) -> Result<(Session, Signature), EngineError> {
     let env = super::runtime::environment().map_err(|e| EngineError::Load(e.to_string()))?;
     let load = |e: ort::Error<_>| EngineError::Load(e.to_string());
@@ -107,7 +109,10 @@ pub fn create_session(
         .with_intra_op_spinning(false)
         .map_err(load)?;
     if let Some(weights) = shared {
-        builder = builder.with_prepacked_weights(weights).map_err(load)?;
+        builder = builder.with_prepacked_weights(&weights.prepacked).map_err(load)?;
+        for (name, value) in &weights.initializers {
+            builder = builder.with_initializer(name, Arc::clone(value)).map_err(load)?;
+        }
     }
     let session = match source {
         ModelSource::File(path) => builder.commit_from_file(path),

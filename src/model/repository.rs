@@ -25,7 +25,7 @@ use std::time::Duration;
 use super::config::{CONFIG_FILE, DEFAULT_MODEL_FILENAME, ModelConfig};
 use super::pbtxt::{PBTXT_FILE, load_pbtxt};
 use super::{ModelEntry, ModelState, ServedModel};
-use crate::engine::{Instance, ModelSource, Signature};
+use crate::engine::{Instance, ModelSource, SharedWeights, Signature};
 use crate::scheduler::{BatchPolicy, Scheduler};
 use crate::tensor::{Tensor, TensorData};
 
@@ -248,16 +248,25 @@ fn start_model(
 ) -> Result<ServedModel, String> {
     let session_settings = config.session_settings();
     let mut instances = Vec::with_capacity(config.instance_count());
-    // Instances share one pre-packed weights container, as ONNX Runtime
-    // offers. Measured on a 10-1024-1024-1024-1 MLP (8.4 MB of weights): four
-    // instances took 94.5 MB of resident memory with or without it, against
-    // 55.7 MB for one, so each session still keeps weights of its own. Giving
-    // every session the same inferd-owned initializers (AddInitializer) was
-    // tried and raised it to 119.5 MB. Sharing weights among instances is
-    // therefore not achieved: N instances cost about N copies.
-    let shared_weights = ort::session::builder::PrepackedWeights::new();
+    // Several instances share one copy of the weights (see SharedWeights);
+    // one instance keeps its own, which costs less than sharing.
+    let shared = if config.instance_count() > 1 {
+        let weights =
+            SharedWeights::load(&source).map_err(|e| format!("{}: {e}", source.describe()))?;
+        let (count, bytes) = weights.shared();
+        tracing::debug!(
+            model = name,
+            version,
+            initializers = count,
+            bytes,
+            "weights shared by the instances"
+        );
+        Some(weights)
+    } else {
+        None
+    };
     for _ in 0..config.instance_count() {
-        let instance = Instance::load_shared(&source, &session_settings, Some(&shared_weights))
+        let instance = Instance::load_shared(&source, &session_settings, shared.as_ref())
             .map_err(|e| format!("{}: {e}", source.describe()))?;
         instances.push(instance);
     }
