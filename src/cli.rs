@@ -147,6 +147,16 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERD_DEFAULT_TIMEOUT_MICROSECONDS", default_value_t = 0)]
     pub default_timeout_microseconds: u64,
 
+    /// Nice value (-20 to 19) of the model instance threads; 0 leaves them
+    /// at the server's. A negative value runs each instance ahead of the
+    /// HTTP and gRPC front end when they share cores, so a batch computes in
+    /// its CPU time and an overloaded server keeps computing while it
+    /// refuses. ONNX Runtime's further intra-op threads keep the server's
+    /// priority. A negative value needs CAP_SYS_NICE; without it inferd
+    /// warns and carries on at the server's priority.
+    #[arg(long, env = "INFERD_ENGINE_NICE", default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub engine_nice: i32,
+
     /// Ready only once every model in the repository has loaded (true), or as
     /// soon as the server is up (false).
     #[arg(long, env = "INFERD_STRICT_READINESS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -450,6 +460,7 @@ impl ServeArgs {
                 queue_size: self.max_queue_size as usize,
                 default_timeout: (self.default_timeout_microseconds > 0)
                     .then(|| Duration::from_micros(self.default_timeout_microseconds)),
+                engine_nice: self.engine_nice,
             },
             exit_timeout: Duration::from_secs(self.exit_timeout_secs),
         })

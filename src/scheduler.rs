@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::engine::{Batch, ComputeTimes, EngineError, Instance};
+use crate::engine::{Batch, ComputeTimes, EngineError, Instance, priority};
 use crate::tensor::Tensor;
 
 /// How an instance forms batches.
@@ -281,22 +281,43 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// Starts one thread per instance, all draining one queue.
+    /// Starts one thread per instance, all draining one queue, at nice value
+    /// `nice` (0: the server's priority; see [`priority`]).
     pub fn start(
         model: &str,
         instances: Vec<Instance>,
         policy: BatchPolicy,
+        nice: i32,
     ) -> std::io::Result<Scheduler> {
         let (tx, rx) = crossbeam_channel::bounded(policy.queue_size);
         let policy = Arc::new(policy);
         let stats = Arc::new(SchedulerStats::new(policy.max_batch_size));
         let mut workers = Vec::with_capacity(instances.len());
+        let (niced, prioritised) = std::sync::mpsc::channel();
         for (i, instance) in instances.into_iter().enumerate() {
             let (rx, policy, stats) = (rx.clone(), Arc::clone(&policy), Arc::clone(&stats));
-            let handle = std::thread::Builder::new()
-                .name(format!("inferd-{model}-{i}"))
-                .spawn(move || Worker::new(instance, rx, policy, stats).run())?;
+            let niced = niced.clone();
+            let handle = std::thread::Builder::new().name(format!("inferd-{model}-{i}")).spawn(
+                move || {
+                    if nice != 0 {
+                        let _ = niced.send(priority::set_thread_nice(nice));
+                    }
+                    drop(niced);
+                    Worker::new(instance, rx, policy, stats).run()
+                },
+            )?;
             workers.push(handle);
+        }
+        drop(niced);
+        // One warning for the model, not one per instance.
+        if let Some(Err(error)) = prioritised.iter().find(Result::is_err) {
+            tracing::warn!(
+                model,
+                nice,
+                %error,
+                "cannot give the engine threads nice {nice} (a negative value needs \
+                 CAP_SYS_NICE); they run at the server's priority"
+            );
         }
         // Enough result sets for every request that can be in flight at once.
         let results =

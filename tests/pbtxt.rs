@@ -241,7 +241,7 @@ fn unsupported_fields_are_named_in_one_warning_per_load() {
         .finish();
     // The server finds and loads ONNX Runtime before it loads models.
     inferd::engine::runtime::environment().expect("ONNX Runtime loads");
-    let settings = LoadSettings { queue_size: 16, default_timeout: None };
+    let settings = LoadSettings { queue_size: 16, default_timeout: None, engine_nice: 0 };
     let model = tracing::subscriber::with_default(subscriber, || {
         found.config().unwrap();
         let (version, file) = &versions[0];

@@ -16,7 +16,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_inferd");
 /// read from the JSON start-up log; the rest of stderr goes to a thread that
 /// collects it.
 fn spawn_server(args: &[&str]) -> (Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
+    spawn_command(Command::new(BIN), args)
+}
+
+/// [`spawn_server`] with a command of one's own, which may run inferd
+/// through another program.
+fn spawn_command(
+    mut command: Command,
+    args: &[&str],
+) -> (Child, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
         .args(inferd::cli::LOCAL_SERVE_ARGS)
         .args(["--log-format", "json"])
         .args(args)
@@ -221,4 +230,102 @@ async fn the_drain_is_bounded_by_the_exit_timeout() {
     let logs: Vec<String> = logs.try_iter().collect();
     assert!(logs.iter().any(|l| l.contains("exit timeout reached")), "{logs:?}");
     std::fs::remove_dir_all(repo).unwrap();
+}
+
+/// Name and nice value of each of a process's threads.
+fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        // nice is field 19 of the line, the 17th after the name.
+        let nice = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+/// Starts inferd (through `command`) on the slow model with two intra-op
+/// threads and the given --engine-nice; returns its threads, once it has
+/// answered a request, and its log.
+async fn serve_at_engine_nice(command: Command, nice: &str) -> (Vec<(String, i32)>, Vec<String>) {
+    let repo = temp_dir(&format!("nice{nice}"));
+    copy_model(&repo, "slow", "slow");
+    std::fs::write(
+        repo.join("slow/config.toml"),
+        "[instance_group]\ncount = 1\nintra_op_threads = 2\n",
+    )
+    .unwrap();
+    let args = ["--model-repository", repo.to_str().unwrap(), "--engine-nice", nice];
+    let (mut child, base, logs) = spawn_command(command, &args);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+    let body =
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [3.0]}]});
+    let response = client.post(format!("{base}/v2/models/slow/infer")).json(&body).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    let threads = thread_priorities(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(repo).unwrap();
+    (threads, logs.try_iter().collect())
+}
+
+fn nice_of(threads: &[(String, i32)], name: &str) -> Vec<i32> {
+    threads.iter().filter(|(n, _)| n == name).map(|(_, nice)| *nice).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_nice_reaches_the_engine_threads_and_no_others() {
+    // A higher value needs no privilege, so this holds on every machine.
+    let (threads, _) = serve_at_engine_nice(Command::new(BIN), "6").await;
+    assert_eq!(nice_of(&threads, "inferd-slow-0"), [6], "{threads:?}");
+    // The front end's threads and ONNX Runtime's intra-op thread keep the
+    // server's priority.
+    let others: Vec<_> = threads.iter().filter(|(n, _)| n != "inferd-slow-0").collect();
+    assert!(others.iter().any(|(n, _)| n == "tokio-rt-worker"), "{threads:?}");
+    assert!(others.len() >= 4, "main, front end and intra-op threads: {threads:?}");
+    assert!(others.iter().all(|(_, nice)| *nice == 0), "{threads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_negative_engine_nice_applies_with_the_privilege_and_warns_without() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    const CAP_SYS_NICE: u32 = 23;
+    let privileged = u64::from_str_radix(effective, 16).unwrap() & (1 << CAP_SYS_NICE) != 0;
+
+    let warning = "cannot give the engine threads nice -4";
+    let (threads, logs) = serve_at_engine_nice(Command::new(BIN), "-4").await;
+    let warned = logs.iter().any(|l| l.contains(warning));
+    if privileged {
+        assert_eq!(nice_of(&threads, "inferd-slow-0"), [-4], "{threads:?}");
+        assert!(!warned, "{logs:?}");
+    } else {
+        assert_eq!(nice_of(&threads, "inferd-slow-0"), [0], "{threads:?}");
+        assert!(warned, "{logs:?}");
+    }
+
+    // Without the capability, whatever this machine grants: the server
+    // warns, serves, and its engine keeps the default priority.
+    let mut unprivileged = Command::new("setpriv");
+    unprivileged.args(["--bounding-set=-sys_nice", "--inh-caps=-sys_nice", BIN]);
+    let (threads, logs) = serve_at_engine_nice(unprivileged, "-4").await;
+    assert_eq!(nice_of(&threads, "inferd-slow-0"), [0], "{threads:?}");
+    assert!(logs.iter().any(|l| l.contains(warning)), "{logs:?}");
+}
+
+#[test]
+fn an_engine_nice_out_of_range_is_refused() {
+    for bad in ["20", "-21", "high"] {
+        let output = Command::new(BIN)
+            .args(inferd::cli::LOCAL_SERVE_ARGS)
+            .args(["--engine-nice", bad])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "--engine-nice {bad}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--engine-nice"), "{stderr}");
+    }
 }

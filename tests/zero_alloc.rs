@@ -73,7 +73,7 @@ fn scheduler() -> Scheduler {
         preferred_batch_sizes: Vec::new(),
         queue_size: 1024,
     };
-    Scheduler::start("dyn_batch", vec![instance], policy).unwrap()
+    Scheduler::start("dyn_batch", vec![instance], policy, 0).unwrap()
 }
 
 type Reply = oneshot::Receiver<Result<Answer, JobError>>;

@@ -12,6 +12,7 @@
 //! outputs into buffers it owns too, so a call allocates nothing. Other models take `ort`'s safe path, which
 //! allocates per call.
 
+pub mod priority;
 mod raw;
 pub mod runtime;
 pub mod session;

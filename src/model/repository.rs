@@ -42,6 +42,9 @@ pub struct LoadSettings {
     pub queue_size: usize,
     /// Deadline for requests that bring none.
     pub default_timeout: Option<Duration>,
+    /// Nice value of the model instance threads; 0 leaves them at the
+    /// server's.
+    pub engine_nice: i32,
 }
 
 /// A model found in the repository, before loading.
@@ -295,7 +298,7 @@ fn start_model(
         Some(us) => Some(Duration::from_micros(us)),
         None => settings.default_timeout,
     };
-    let scheduler = Scheduler::start(name, instances, policy)
+    let scheduler = Scheduler::start(name, instances, policy, settings.engine_nice)
         .map_err(|e| format!("cannot start instance threads: {e}"))?;
     let source = source.describe();
     Ok(ServedModel::new(
