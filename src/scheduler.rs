@@ -1,8 +1,8 @@
 //! The per-model queue, the dynamic batcher, and the instance threads.
 //!
 //! Every served model version owns one bounded queue. Each of its instances is
-//! a dedicated OS thread that owns its session and blocks on the queue; async
-//! handlers only ever `try_send` into it, so a full queue is an immediate
+//! a dedicated OS thread that owns its session and sleeps on the queue; async
+//! handlers only ever try to push into it, so a full queue is an immediate
 //! answer rather than a wait, and the engine never runs on the reactor.
 //!
 //! Batching: a free instance takes the oldest queued request at once and,
@@ -14,12 +14,13 @@
 //! A request that does not fit is held by that instance and starts its next
 //! batch, so no request is reordered behind later ones of the same kind.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use crate::engine::{Batch, ComputeTimes, EngineError, Instance, priority};
@@ -271,9 +272,116 @@ impl ResultPool {
     }
 }
 
+/// The bounded queue between a model's request handlers and its instances.
+///
+/// A mutex over a ring buffer, allocated once at its full size, and a
+/// condition variable the idle instances sleep on. An instance that finds
+/// the queue empty goes to sleep at once: a channel that spins and yields
+/// before it blocks hands the core to other threads and back several times
+/// for every request that finds the engine idle, which under moderate load
+/// cost more than the request itself. A pusher wakes one sleeper, and only
+/// when one is asleep.
+struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Instances asleep in `pop` or `pop_until`.
+    sleeping: usize,
+    /// Set when the model is dropped: the instances drain what is queued,
+    /// then stop.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn new(capacity: usize) -> JobQueue {
+        let state =
+            QueueState { jobs: VecDeque::with_capacity(capacity), sleeping: 0, closed: false };
+        JobQueue { state: Mutex::new(state), ready: Condvar::new(), capacity }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Nothing panics while holding the lock, and the state stays whole
+        // even if something did.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn try_push(&self, job: Job) -> Result<(), SubmitError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(SubmitError::Closed);
+        }
+        if state.jobs.len() >= self.capacity {
+            return Err(SubmitError::QueueFull);
+        }
+        state.jobs.push_back(job);
+        let wake = state.sleeping > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The oldest job, if one is queued now.
+    fn try_pop(&self) -> Option<Job> {
+        self.lock().jobs.pop_front()
+    }
+
+    /// The oldest job, sleeping until there is one; `None` once the queue
+    /// is closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.sleeping += 1;
+            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state.sleeping -= 1;
+        }
+    }
+
+    /// The oldest job, sleeping until there is one or until `deadline`.
+    fn pop_until(&self, deadline: Instant) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return None;
+            }
+            state.sleeping += 1;
+            state = self
+                .ready
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            state.sleeping -= 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
 pub struct Scheduler {
-    /// `None` only while dropping: closing the queue is what stops the threads.
-    queue: Option<Sender<Job>>,
+    /// Closing it is what stops the threads.
+    queue: Arc<JobQueue>,
     workers: Vec<JoinHandle<()>>,
     policy: Arc<BatchPolicy>,
     stats: Arc<SchedulerStats>,
@@ -289,13 +397,14 @@ impl Scheduler {
         policy: BatchPolicy,
         nice: i32,
     ) -> std::io::Result<Scheduler> {
-        let (tx, rx) = crossbeam_channel::bounded(policy.queue_size);
+        let queue = Arc::new(JobQueue::new(policy.queue_size));
         let policy = Arc::new(policy);
         let stats = Arc::new(SchedulerStats::new(policy.max_batch_size));
         let mut workers = Vec::with_capacity(instances.len());
         let (niced, prioritised) = std::sync::mpsc::channel();
         for (i, instance) in instances.into_iter().enumerate() {
-            let (rx, policy, stats) = (rx.clone(), Arc::clone(&policy), Arc::clone(&stats));
+            let (queue, policy, stats) =
+                (Arc::clone(&queue), Arc::clone(&policy), Arc::clone(&stats));
             let niced = niced.clone();
             let handle = std::thread::Builder::new().name(format!("inferd-{model}-{i}")).spawn(
                 move || {
@@ -303,7 +412,7 @@ impl Scheduler {
                         let _ = niced.send(priority::set_thread_nice(nice));
                     }
                     drop(niced);
-                    Worker::new(instance, rx, policy, stats).run()
+                    Worker::new(instance, queue, policy, stats).run()
                 },
             )?;
             workers.push(handle);
@@ -322,24 +431,21 @@ impl Scheduler {
         // Enough result sets for every request that can be in flight at once.
         let results =
             Arc::new(ResultPool::new(policy.queue_size + policy.max_batch_size.max(1) * 4));
-        Ok(Scheduler { queue: Some(tx), workers, policy, stats, results })
+        Ok(Scheduler { queue, workers, policy, stats, results })
     }
 
     /// Hands `job` to the queue without waiting.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
-        let queue = self.queue.as_ref().ok_or(SubmitError::Closed)?;
-        queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                SchedulerStats::add(&self.stats.refused, 1);
-                SubmitError::QueueFull
-            }
-            TrySendError::Disconnected(_) => SubmitError::Closed,
-        })
+        let pushed = self.queue.try_push(job);
+        if pushed == Err(SubmitError::QueueFull) {
+            SchedulerStats::add(&self.stats.refused, 1);
+        }
+        pushed
     }
 
     /// Requests waiting for an instance.
     pub fn queued(&self) -> usize {
-        self.queue.as_ref().map_or(0, Sender::len)
+        self.queue.len()
     }
 
     pub fn policy(&self) -> &BatchPolicy {
@@ -359,7 +465,7 @@ impl Drop for Scheduler {
     /// Closes the queue, lets the instances finish what is queued, and joins
     /// them, so that a dropped model leaves no thread or session behind.
     fn drop(&mut self) {
-        drop(self.queue.take());
+        self.queue.close();
         for worker in self.workers.drain(..) {
             if worker.join().is_err() {
                 tracing::error!("a model instance thread panicked");
@@ -371,7 +477,7 @@ impl Drop for Scheduler {
 /// One instance thread: its session, its queue end, and its current batch.
 struct Worker {
     instance: Instance,
-    queue: Receiver<Job>,
+    queue: Arc<JobQueue>,
     policy: Arc<BatchPolicy>,
     stats: Arc<SchedulerStats>,
     batch: Vec<Job>,
@@ -382,7 +488,7 @@ struct Worker {
 impl Worker {
     fn new(
         instance: Instance,
-        queue: Receiver<Job>,
+        queue: Arc<JobQueue>,
         policy: Arc<BatchPolicy>,
         stats: Arc<SchedulerStats>,
     ) -> Worker {
@@ -394,9 +500,9 @@ impl Worker {
         loop {
             let first = match self.held.take() {
                 Some(job) => job,
-                None => match self.queue.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+                None => match self.queue.pop() {
+                    Some(job) => job,
+                    None => return,
                 },
             };
             let Some(first) = admit(first, &self.stats) else { continue };
@@ -416,17 +522,16 @@ impl Worker {
         let policy = &*self.policy;
         let wait_until = self.batch[0].enqueued + policy.max_queue_delay;
         while *rows < policy.max_batch_size {
-            let next = match self.queue.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => {
+            let next = match self.queue.try_pop() {
+                Some(job) => job,
+                None => {
                     let satisfied = policy.preferred_batch_sizes.contains(rows);
                     if policy.max_queue_delay.is_zero() || satisfied {
                         return;
                     }
-                    match self.queue.recv_deadline(wait_until) {
-                        Ok(job) => job,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
+                    match self.queue.pop_until(wait_until) {
+                        Some(job) => job,
+                        None => return,
                     }
                 }
             };
@@ -523,5 +628,79 @@ impl Batch for Jobs<'_> {
         let job = &mut self.0[item];
         let position = job.outputs.iter().position(|&o| o == output)?;
         job.results.get_mut(position)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-row job; `rows` tells jobs apart.
+    fn job(rows: usize) -> Job {
+        let (reply, _) = oneshot::channel();
+        Job {
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            results: Vec::new(),
+            rows,
+            enqueued: Instant::now(),
+            deadline: None,
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_jobs_leave_in_order() {
+        let queue = JobQueue::new(2);
+        assert!(queue.try_push(job(1)).is_ok());
+        assert!(queue.try_push(job(2)).is_ok());
+        assert_eq!(queue.try_push(job(3)), Err(SubmitError::QueueFull));
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.try_pop().map(|j| j.rows), Some(1));
+        assert!(queue.try_push(job(4)).is_ok());
+        assert_eq!(queue.pop().map(|j| j.rows), Some(2));
+        assert_eq!(queue.pop().map(|j| j.rows), Some(4));
+        assert!(queue.try_pop().is_none());
+    }
+
+    #[test]
+    fn a_closed_queue_is_drained_then_ends_and_refuses() {
+        let queue = JobQueue::new(4);
+        queue.try_push(job(1)).unwrap();
+        queue.close();
+        assert_eq!(queue.try_push(job(2)), Err(SubmitError::Closed));
+        assert_eq!(queue.pop().map(|j| j.rows), Some(1));
+        assert!(queue.pop().is_none());
+        assert!(queue.pop_until(Instant::now() + Duration::from_secs(5)).is_none());
+    }
+
+    #[test]
+    fn a_sleeping_instance_wakes_for_a_push_and_for_a_close() {
+        let queue = Arc::new(JobQueue::new(4));
+        let sleeper = {
+            let queue = Arc::clone(&queue);
+            std::thread::spawn(move || (queue.pop().map(|j| j.rows), queue.pop().is_none()))
+        };
+        // Until it sleeps, a push would be taken without any wake-up.
+        while queue.lock().sleeping == 0 {
+            std::thread::yield_now();
+        }
+        queue.try_push(job(7)).unwrap();
+        while queue.lock().sleeping == 0 {
+            std::thread::yield_now();
+        }
+        queue.close();
+        assert_eq!(sleeper.join().unwrap(), (Some(7), true));
+    }
+
+    #[test]
+    fn waiting_for_a_fuller_batch_ends_at_the_deadline() {
+        let queue = JobQueue::new(4);
+        let started = Instant::now();
+        assert!(queue.pop_until(started + Duration::from_millis(30)).is_none());
+        assert!(started.elapsed() >= Duration::from_millis(30));
+        queue.try_push(job(1)).unwrap();
+        let past = started;
+        assert_eq!(queue.pop_until(past).map(|j| j.rows), Some(1), "a queued job is taken at once");
     }
 }
