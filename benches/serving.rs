@@ -12,13 +12,16 @@
 //! - the engine's own limit on the heavy MLP in this process: rows per second
 //!   at the best batch size, with the server's intra-op thread count (the
 //!   server batches up to 64 rows, and runs its engine threads at
-//!   `--engine-nice -10` unless told otherwise);
+//!   `--engine-nice -5` unless told otherwise), and where the cores go
+//!   while the server runs: its engine threads, the rest of it, the load
+//!   generator;
 //! - the three protocols on the bundled model (v2 JSON, v2 binary tensors,
 //!   gRPC), driven by `inferd bench`: requests per second at concurrency 64,
 //!   and the server's CPU time per request at one fixed rate for all;
 //! - overload: a slow model offered ten times what it sustains, at a fixed
-//!   rate, with latencies counted from each request's due time and the
-//!   server's resident memory sampled throughout;
+//!   rate, with latencies counted from each request's due time, the load
+//!   generator's own lateness in sending, and the server's resident memory
+//!   sampled throughout;
 //! - weights: the server's resident memory with 1, 2 and 4 instances of the
 //!   heavy MLP, whose instances share one copy of the weights.
 
@@ -45,7 +48,7 @@ struct Options {
     /// in the engine-limit measurement alike. Default: all cores.
     mlp_threads: Option<usize>,
     /// `--engine-nice` of the servers on the heavy models: their engine runs
-    /// ahead of their front end when both want the cores. Default -10.
+    /// ahead of their front end when both want the cores. Default -5.
     engine_nice: i32,
     /// Parts to run (`--only front-end,protocols,heavy,overload,weights`); all
     /// when empty.
@@ -65,7 +68,7 @@ fn options() -> Options {
         models: None,
         rounds: 3,
         mlp_threads: None,
-        engine_nice: -10,
+        engine_nice: -5,
         only: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -274,7 +277,7 @@ async fn sweep_at(
 
 /// Rows per second the engine alone sustains on `model`, at the best of
 /// several batch sizes, with `threads` intra-op threads.
-fn engine_limit(model: &Path, threads: usize, window: Duration) -> (usize, f64) {
+fn engine_limit(model: &Path, threads: usize, window: Duration) -> EngineLimit {
     const BATCHES: [usize; 5] = [1, 8, 16, 32, 64];
     const PASSES: usize = 3;
     let settings =
@@ -284,6 +287,8 @@ fn engine_limit(model: &Path, threads: usize, window: Duration) -> (usize, f64) 
     // machine falls on all sizes rather than on one; each size's figure is
     // the median of its passes.
     let mut rates = vec![Vec::new(); BATCHES.len()];
+    let mut cores = vec![Vec::new(); BATCHES.len()];
+    let me = std::process::id();
     for _ in 0..PASSES {
         for (i, &batch) in BATCHES.iter().enumerate() {
             let input = Tensor {
@@ -294,25 +299,36 @@ fn engine_limit(model: &Path, threads: usize, window: Duration) -> (usize, f64) 
             for _ in 0..10 {
                 instance.run(&inputs).unwrap();
             }
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_secs(me));
             let mut calls = 0;
             while started.elapsed() < window / PASSES as u32 {
                 instance.run(&inputs).unwrap();
                 calls += 1;
             }
-            rates[i].push((calls * batch) as f64 / started.elapsed().as_secs_f64());
+            let took = started.elapsed().as_secs_f64();
+            rates[i].push((calls * batch) as f64 / took);
+            cores[i].push((cpu_secs(me) - cpu) / took);
         }
     }
-    let mut best = (0, 0.0);
-    for (&batch, rates) in BATCHES.iter().zip(&mut rates) {
-        rates.sort_by(f64::total_cmp);
-        let median = rates[PASSES / 2];
-        println!("{:<34} {:>5} {:>10.0} rows/s", "engine in-process, batch", batch, median);
-        if median > best.1 {
-            best = (batch, median);
+    let mut best = EngineLimit { batch: 0, rows_per_sec: 0.0, cores: 0.0 };
+    for ((&batch, rates), cores) in BATCHES.iter().zip(rates).zip(cores) {
+        let (median, cores) = (median(rates), median(cores));
+        println!(
+            "{:<34} {:>5} {:>10.0} rows/s, {cores:.2} cores busy",
+            "engine in-process, batch", batch, median
+        );
+        if median > best.rows_per_sec {
+            best = EngineLimit { batch, rows_per_sec: median, cores };
         }
     }
     best
+}
+
+/// The engine's best in-process rate and the CPU it took.
+struct EngineLimit {
+    batch: usize,
+    rows_per_sec: f64,
+    cores: f64,
 }
 
 fn loadavg() -> String {
@@ -477,8 +493,7 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         "heavy MLP: one instance with {threads} intra-op thread(s), engine threads at nice {}",
         options.engine_nice
     );
-    let (best_batch, limit) =
-        engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
+    let limit = engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
     let instance = format!("[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
     // As large as the most requests in flight, whichever size the engine
     // did best at: the scheduler forms batches of what is queued, so a
@@ -505,6 +520,18 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     // same rounds, not one window.
     let (gain, served) = compare(runtime, options, 64, &on, &off, throughput);
     let (idle, _) = compare(runtime, options, 1, &on, &off, median_latency);
+
+    // Where the cores go while the server runs at c=64: its engine threads
+    // (the instance thread and the intra-op threads it started, which carry
+    // its name), the rest of the server, and this process's load generator.
+    let pid = mlp_on.child.id();
+    let engine_cpu = || thread_cpu_secs(pid, "inferd-mlp-0");
+    let before = (cpu_secs(pid), engine_cpu(), cpu_secs(std::process::id()), Instant::now());
+    let split = runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]));
+    let took = before.3.elapsed().as_secs_f64();
+    let engine_cores = (engine_cpu() - before.1) / took;
+    let front_cores = (cpu_secs(pid) - before.0) / took - engine_cores;
+    let generator_cores = (cpu_secs(std::process::id()) - before.2) / took;
     drop((mlp_on, mlp_off));
 
     println!();
@@ -512,8 +539,21 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     println!("batching gain (mlp): throughput at c=64, on / off = {gain:.2} (target >= 2.5)");
     println!("idle penalty (mlp): median latency at c=1, on / off = {idle:.2} (target <= 1.10)");
     println!(
-        "close to the engine: mlp at c=64 {served:.0} rows/s (median of the rounds) / engine limit {limit:.0} rows/s (batch {best_batch}) = {:.2} (target >= 0.85)",
-        served / limit
+        "close to the engine: mlp at c=64 {served:.0} rows/s (median of the rounds) / engine limit {:.0} rows/s (batch {}) = {:.2} (target >= 0.85)",
+        limit.rows_per_sec,
+        limit.batch,
+        served / limit.rows_per_sec
+    );
+    println!(
+        "CPU at c=64 ({:.0} rows/s): engine threads {engine_cores:.2} cores, rest of the server {front_cores:.2}, \
+         load generator {generator_cores:.2} (of {cores}); the engine alone took {:.2} cores for its limit",
+        split[0].throughput(),
+        limit.cores
+    );
+    println!(
+        "engine rows per second per busy core: in the server {:.0}, in-process {:.0}",
+        split[0].throughput() / engine_cores,
+        limit.rows_per_sec / limit.cores
     );
 }
 
@@ -632,6 +672,11 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
         "admitted requests' time in the server (x-queue-time-us + x-compute-time-us): p50 {:.2} ms, p99 {:.2} ms",
         result.ok_server_us.value_at_quantile(0.5) as f64 / 1000.0,
         result.ok_server_us.value_at_quantile(0.99) as f64 / 1000.0
+    );
+    println!(
+        "the load generator sent requests after their due time by p50 {:.2} ms, p99 {:.2} ms (its own lateness, part of the latencies from due time)",
+        result.send_lateness_us.value_at_quantile(0.5) as f64 / 1000.0,
+        result.send_lateness_us.value_at_quantile(0.99) as f64 / 1000.0
     );
     println!(
         "server resident memory: {first:.1} MiB at start, {peak:.1} MiB peak, {last:.1} MiB at end"

@@ -7,7 +7,7 @@
 #   --window-secs N   measured seconds per load point (default 5)
 #   --rounds N        alternating rounds behind each ratio (default 3)
 #   --mlp-threads N   intra-op threads of the heavy model (default: all cores)
-#   --engine-nice N   --engine-nice of the heavy models' servers (default -10)
+#   --engine-nice N   --engine-nice of the heavy models' servers (default -5)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

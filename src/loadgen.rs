@@ -133,6 +133,9 @@ pub struct Tally {
     pub ok_latency_us: Histogram<u64>,
     /// The server's own time for the successful requests that report it.
     pub ok_server_us: Histogram<u64>,
+    /// Fixed rate only: how long after its due time each request was sent,
+    /// the generator's own lateness within every latency it reports.
+    pub send_lateness_us: Histogram<u64>,
     /// Latencies of the failed requests, by kind of failure.
     pub failures: BTreeMap<Failure, Histogram<u64>>,
     /// From the window's opening to the last counted answer.
@@ -144,6 +147,7 @@ impl Tally {
         Tally {
             ok_latency_us: new_histogram(),
             ok_server_us: new_histogram(),
+            send_lateness_us: new_histogram(),
             failures: BTreeMap::new(),
             elapsed: Duration::ZERO,
         }
@@ -186,6 +190,7 @@ impl Tally {
     fn merge(&mut self, other: Tally) {
         self.ok_latency_us.add(&other.ok_latency_us).expect("histograms share their bounds");
         self.ok_server_us.add(&other.ok_server_us).expect("histograms share their bounds");
+        self.send_lateness_us.add(&other.send_lateness_us).expect("histograms share their bounds");
         for (failure, histogram) in other.failures {
             match self.failures.get_mut(&failure) {
                 Some(mine) => mine.add(&histogram).expect("histograms share their bounds"),
@@ -359,9 +364,11 @@ async fn rate_worker<C: Client>(
             return tally;
         }
         let due = schedule.due(request);
+        let late = due.elapsed();
         let outcome = call(client, &mut connection, request, plan.timeout).await;
         live.count(&outcome);
         if due >= window_opens {
+            tally.send_lateness_us.saturating_record(late.as_micros().max(1) as u64);
             tally.record(outcome, due.elapsed());
         }
     }
@@ -565,6 +572,8 @@ pub struct RateResult {
     /// The server's own time (queue plus compute) for the admitted requests.
     pub ok_server_us: Histogram<u64>,
     pub refused_latency_us: Histogram<u64>,
+    /// How long after its due time each request was sent.
+    pub send_lateness_us: Histogram<u64>,
 }
 
 /// Offers `rate` requests per second of `spec` for `spec.window` (after
@@ -588,6 +597,7 @@ pub async fn run_fixed_rate(spec: &LoadSpec, rate: f64) -> RateResult {
         ok_latency_us: tally.ok_latency_us,
         ok_server_us: tally.ok_server_us,
         refused_latency_us,
+        send_lateness_us: tally.send_lateness_us,
     }
 }
 
@@ -652,6 +662,9 @@ mod tests {
         // The last request was due at 290 ms but sent after 29 others of
         // 20 ms each, so waited about 300 ms in all.
         assert!(tally.ok_latency_us.max() > 250_000, "max {}", tally.ok_latency_us.max());
+        // Nearly all of that wait was before it was sent.
+        assert_eq!(tally.send_lateness_us.len(), 30);
+        assert!(tally.send_lateness_us.max() > 230_000, "late {}", tally.send_lateness_us.max());
     }
 
     #[tokio::test]
