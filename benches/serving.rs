@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use inferd::engine::{Instance, ModelSource, OptimizationLevel, SessionSettings};
 use inferd::loadgen::{self, LoadResult, LoadSpec};
+use inferd::model::config::default_intra_op_threads;
 use inferd::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
@@ -45,7 +46,8 @@ struct Options {
     /// Times each compared pair is measured, alternating, for the ratios.
     rounds: usize,
     /// Intra-op threads of the heavy model's one instance, in the server and
-    /// in the engine-limit measurement alike. Default: all cores.
+    /// in the engine-limit measurement alike. Default: the server's own
+    /// default for one instance, all cores but one.
     mlp_threads: Option<usize>,
     /// `--engine-nice` of the servers on the heavy models: their engine runs
     /// ahead of their front end when both want the cores. Default -5.
@@ -280,8 +282,11 @@ async fn sweep_at(
 fn engine_limit(model: &Path, threads: usize, window: Duration) -> EngineLimit {
     const BATCHES: [usize; 5] = [1, 8, 16, 32, 64];
     const PASSES: usize = 3;
-    let settings =
-        SessionSettings { intra_op_threads: threads, optimization: OptimizationLevel::All };
+    let settings = SessionSettings {
+        intra_op_threads: threads,
+        optimization: OptimizationLevel::All,
+        pool_thread_name: None,
+    };
     let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
     // Every size in turn, PASSES times over, so that a slow spell of the
     // machine falls on all sizes rather than on one; each size's figure is
@@ -487,7 +492,7 @@ fn front_end(runtime: &tokio::runtime::Runtime, bundled: &Path, options: &Option
 /// The heavy MLP: batching on and off, and the engine's own limit.
 fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options: &Options) {
     let heavy = models.join("mlp/1/model.onnx");
-    let threads = options.mlp_threads.unwrap_or(cores);
+    let threads = options.mlp_threads.unwrap_or(default_intra_op_threads(cores, 1));
     println!();
     println!(
         "heavy MLP: one instance with {threads} intra-op thread(s), engine threads at nice {}",
@@ -522,10 +527,10 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     let (idle, _) = compare(runtime, options, 1, &on, &off, median_latency);
 
     // Where the cores go while the server runs at c=64: its engine threads
-    // (the instance thread and the intra-op threads it started, which carry
-    // its name), the rest of the server, and this process's load generator.
+    // (the instance thread and ONNX Runtime's further intra-op threads), the
+    // rest of the server, and this process's load generator.
     let pid = mlp_on.child.id();
-    let engine_cpu = || thread_cpu_secs(pid, "inferd-mlp-0");
+    let engine_cpu = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
     let before = (cpu_secs(pid), engine_cpu(), cpu_secs(std::process::id()), Instant::now());
     let split = runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]));
     let took = before.3.elapsed().as_secs_f64();
@@ -570,8 +575,11 @@ fn rss_mib(pid: u32) -> f64 {
 
 /// Median time of one engine call on a batch of `rows` rows, in milliseconds.
 fn batch_compute_ms(model: &Path, threads: usize, rows: usize) -> f64 {
-    let settings =
-        SessionSettings { intra_op_threads: threads, optimization: OptimizationLevel::All };
+    let settings = SessionSettings {
+        intra_op_threads: threads,
+        optimization: OptimizationLevel::All,
+        pool_thread_name: None,
+    };
     let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
     let inputs =
         [Tensor { shape: vec![rows as i64, 10], data: TensorData::Fp32(vec![0.25; rows * 10]) }];

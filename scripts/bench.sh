@@ -6,7 +6,8 @@
 # runs `cargo bench --bench serving`. Extra arguments go to the benchmark:
 #   --window-secs N   measured seconds per load point (default 5)
 #   --rounds N        alternating rounds behind each ratio (default 3)
-#   --mlp-threads N   intra-op threads of the heavy model (default: all cores)
+#   --mlp-threads N   intra-op threads of the heavy model (default: the server's,
+#                     all cores but one)
 #   --engine-nice N   --engine-nice of the heavy models' servers (default -5)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

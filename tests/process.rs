@@ -281,8 +281,9 @@ async fn engine_nice_reaches_the_engine_threads_and_no_others() {
     // A higher value needs no privilege, so this holds on every machine.
     let (threads, _) = serve_at_engine_nice(Command::new(BIN), "6").await;
     assert_eq!(nice_of(&threads, "inferd-slow-0"), [6], "{threads:?}");
-    // The front end's threads and ONNX Runtime's intra-op thread keep the
-    // server's priority.
+    // ONNX Runtime's second intra-op thread carries the instance's name, and
+    // it and the front end's threads keep the server's priority.
+    assert_eq!(nice_of(&threads, "ort-slow-0"), [0], "{threads:?}");
     let others: Vec<_> = threads.iter().filter(|(n, _)| n != "inferd-slow-0").collect();
     assert!(others.iter().any(|(n, _)| n == "tokio-rt-worker"), "{threads:?}");
     assert!(others.len() >= 4, "main, front end and intra-op threads: {threads:?}");

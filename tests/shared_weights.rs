@@ -6,7 +6,11 @@ use inferd::model::repository::BUNDLED_MODEL;
 use inferd::tensor::{Tensor, TensorData};
 
 fn settings() -> SessionSettings {
-    SessionSettings { intra_op_threads: 1, optimization: OptimizationLevel::All }
+    SessionSettings {
+        intra_op_threads: 1,
+        optimization: OptimizationLevel::All,
+        pool_thread_name: None,
+    }
 }
 
 /// Outputs of the plain session and of two sessions sharing `source`'s weights.

@@ -61,7 +61,11 @@ const MAX_BATCH: usize = 16;
 fn scheduler() -> Scheduler {
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/models/dyn_batch/1/model.onnx");
-    let settings = SessionSettings { intra_op_threads: 1, optimization: OptimizationLevel::All };
+    let settings = SessionSettings {
+        intra_op_threads: 1,
+        optimization: OptimizationLevel::All,
+        pool_thread_name: None,
+    };
     let mut instance = Instance::load(&ModelSource::File(model), &settings).unwrap();
     assert!(
         instance.prepare_fixed_path(MAX_BATCH).unwrap(),

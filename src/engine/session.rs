@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ort::environment::ThreadManager;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, ValueType};
@@ -36,6 +37,29 @@ impl ModelSource {
 pub struct SessionSettings {
     pub intra_op_threads: usize,
     pub optimization: OptimizationLevel,
+    /// The name of the session's further intra-op threads (all but the one
+    /// that calls `run`). Without one they inherit the name of whichever
+    /// thread created the session, often a tokio worker's, and `top -H` or
+    /// a CPU profile would count the engine's work as the front end's.
+    pub pool_thread_name: Option<String>,
+}
+
+/// Starts ONNX Runtime's intra-op threads as named OS threads.
+struct NamedThreads(String);
+
+impl ThreadManager for NamedThreads {
+    type Thread = std::thread::JoinHandle<()>;
+
+    fn create(&self, work: impl FnOnce() + Send + 'static) -> ort::Result<Self::Thread> {
+        std::thread::Builder::new()
+            .name(self.0.clone())
+            .spawn(work)
+            .map_err(|e| ort::Error::new(format!("cannot start an intra-op thread: {e}")))
+    }
+
+    fn join(thread: Self::Thread) -> ort::Result<()> {
+        thread.join().map_err(|_| ort::Error::new("an intra-op thread panicked"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -108,6 +132,9 @@ pub fn create_session(
         // which for small models is the real bottleneck.
         .with_intra_op_spinning(false)
         .map_err(load)?;
+    if let Some(name) = &settings.pool_thread_name {
+        builder = builder.with_thread_manager(NamedThreads(name.clone())).map_err(load)?;
+    }
     if let Some(weights) = shared {
         builder = builder.with_prepacked_weights(&weights.prepacked).map_err(load)?;
         for (name, value) in &weights.initializers {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use super::config::{CONFIG_FILE, DEFAULT_MODEL_FILENAME, ModelConfig};
 use super::pbtxt::{PBTXT_FILE, load_pbtxt};
 use super::{ModelEntry, ModelState, ServedModel};
-use crate::engine::{Instance, ModelSource, SharedWeights, Signature};
+use crate::engine::{Instance, ModelSource, SessionSettings, SharedWeights, Signature};
 use crate::scheduler::{BatchPolicy, Scheduler};
 use crate::tensor::{Tensor, TensorData};
 
@@ -268,8 +268,14 @@ fn start_model(
     } else {
         None
     };
-    for _ in 0..config.instance_count() {
-        let instance = Instance::load_shared(&source, &session_settings, shared.as_ref())
+    for i in 0..config.instance_count() {
+        // Instance i runs on thread `inferd-{name}-{i}` (see Scheduler), and
+        // its further intra-op threads are `ort-{name}-{i}`.
+        let settings = SessionSettings {
+            pool_thread_name: Some(format!("ort-{name}-{i}")),
+            ..session_settings.clone()
+        };
+        let instance = Instance::load_shared(&source, &settings, shared.as_ref())
             .map_err(|e| format!("{}: {e}", source.describe()))?;
         instances.push(instance);
     }
