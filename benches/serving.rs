@@ -530,13 +530,12 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     // (the instance thread and ONNX Runtime's further intra-op threads), the
     // rest of the server, and this process's load generator.
     let pid = mlp_on.child.id();
-    let engine_cpu = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
-    let before = (cpu_secs(pid), engine_cpu(), cpu_secs(std::process::id()), Instant::now());
-    let split = runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]));
-    let took = before.3.elapsed().as_secs_f64();
-    let engine_cores = (engine_cpu() - before.1) / took;
-    let front_cores = (cpu_secs(pid) - before.0) / took - engine_cores;
-    let generator_cores = (cpu_secs(std::process::id()) - before.2) / took;
+    let engine = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
+    let (split, [server_cores, engine_cores, generator_cores]) =
+        cores_during([&|| cpu_secs(pid), &engine, &|| cpu_secs(std::process::id())], || {
+            runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]))
+        });
+    let front_cores = server_cores - engine_cores;
     drop((mlp_on, mlp_off));
 
     println!();
@@ -650,13 +649,11 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
         window: options.window * 2,
     };
     let offered = sustainable * 10.0;
-    let engine_cpu = || thread_cpu_secs(pid, "inferd-wide-0");
-    let cpu_before = (cpu_secs(pid), engine_cpu(), cpu_secs(std::process::id()), Instant::now());
-    let result = runtime.block_on(loadgen::run_fixed_rate(&spec, offered));
-    let took = cpu_before.3.elapsed().as_secs_f64();
-    let server_cores = (cpu_secs(pid) - cpu_before.0) / took;
-    let engine_cores = (engine_cpu() - cpu_before.1) / took;
-    let generator_cores = (cpu_secs(std::process::id()) - cpu_before.2) / took;
+    let engine = || thread_cpu_secs(pid, "inferd-wide-0");
+    let (result, [server_cores, engine_cores, generator_cores]) =
+        cores_during([&|| cpu_secs(pid), &engine, &|| cpu_secs(std::process::id())], || {
+            runtime.block_on(loadgen::run_fixed_rate(&spec, offered))
+        });
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.join().unwrap();
     let samples = samples.lock().unwrap().clone();
@@ -694,6 +691,23 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
          load generator {generator_cores:.2} cores (of {})",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+}
+
+/// Runs `work` and returns what it returned, with the cores each of `meters`
+/// (seconds of CPU used so far) went through meanwhile.
+fn cores_during<T, const N: usize>(
+    meters: [&dyn Fn() -> f64; N],
+    work: impl FnOnce() -> T,
+) -> (T, [f64; N]) {
+    let before = meters.map(|meter| meter());
+    let started = Instant::now();
+    let value = work();
+    let took = started.elapsed().as_secs_f64();
+    let mut cores = [0.0; N];
+    for (i, meter) in meters.iter().enumerate() {
+        cores[i] = (meter() - before[i]) / took;
+    }
+    (value, cores)
 }
 
 /// Seconds of CPU (user and system) a process has used so far.
