@@ -272,12 +272,16 @@ async fn a_full_queue_refuses_at_once_with_retry_after() {
 async fn a_request_whose_client_left_is_dropped_before_compute() {
     let repo = repository("abandon", "slow", SLOW_CONFIG);
     let server = Arc::new(TestServer::start(Some(repo.clone())).await);
-    let busy = {
+    // Three slow calls, one at a time: the instance is busy for three call
+    // times, where one alone (about 15 ms on a fast machine) may end before
+    // the impatient client below gives up.
+    let mut busy = Vec::new();
+    for i in 0..3 {
         let server = Arc::clone(&server);
-        tokio::spawn(async move {
-            server.post_json("/v2/models/slow/infer", &slow_request(1.0, None)).await
-        })
-    };
+        busy.push(tokio::spawn(async move {
+            server.post_json("/v2/models/slow/infer", &slow_request(i as f64, None)).await
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     // This client gives up long before the instance is free.
@@ -289,13 +293,15 @@ async fn a_request_whose_client_left_is_dropped_before_compute() {
         .await;
     assert!(gone.is_err());
 
-    assert_eq!(busy.await.unwrap().0, 200);
+    for call in busy {
+        assert_eq!(call.await.unwrap().0, 200);
+    }
     let (status, _) = server.post_json("/v2/models/slow/infer", &slow_request(3.0, None)).await;
     assert_eq!(status, 200);
     let registry = server.state.registry.load();
     let stats = registry.resolve("slow", None).unwrap().stats();
     assert_eq!(SchedulerStats::get(&stats.abandoned), 1);
-    assert_eq!(SchedulerStats::get(&stats.requests), 2, "the abandoned request was computed");
+    assert_eq!(SchedulerStats::get(&stats.requests), 4, "the abandoned request was computed");
     drop(registry);
     let server = Arc::into_inner(server).unwrap();
     cleanup(server, &repo).await;

@@ -153,10 +153,10 @@ async fn sigterm_drains_in_flight_requests_then_refuses_new_ones() {
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
 
-    // Thirty requests at 30-50 ms each on one instance: a second or more of work,
-    // all of it queued or running when the signal arrives.
+    // Eighty requests at 15-50 ms each on one instance: more than a second of
+    // work, most of it queued or running when the signal arrives.
     let mut tasks = Vec::new();
-    for i in 0..30 {
+    for i in 0..80 {
         let base = base.clone();
         tasks.push(tokio::spawn(async move {
             // One client per request: each request its own connection.
@@ -174,6 +174,7 @@ async fn sigterm_drains_in_flight_requests_then_refuses_new_ones() {
     // The listener is closed: a new connection is refused.
     let late = reqwest::Client::new().get(format!("{base}/v2/health/live")).send().await;
     assert!(late.is_err(), "a new connection was accepted during the drain");
+    assert!(child.try_wait().unwrap().is_none(), "inferd had finished: no drain was under test");
 
     for task in tasks {
         let (i, x, response) = task.await.unwrap();
@@ -201,9 +202,10 @@ async fn the_drain_is_bounded_by_the_exit_timeout() {
     let client = reqwest::Client::new();
     wait_ready(&client, &base).await;
 
-    // About five seconds of queued work against a one-second exit timeout.
+    // Two hundred requests at 15-50 ms each: three seconds or more of queued
+    // work against a one-second exit timeout.
     let mut tasks = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..200 {
         let base = base.clone();
         tasks.push(tokio::spawn(async move {
             let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [2.0]}]});
@@ -226,7 +228,7 @@ async fn the_drain_is_bounded_by_the_exit_timeout() {
             answered += 1;
         }
     }
-    assert!(answered < 100, "the drain was not cut short");
+    assert!(answered < 200, "the drain was not cut short");
     let logs: Vec<String> = logs.try_iter().collect();
     assert!(logs.iter().any(|l| l.contains("exit timeout reached")), "{logs:?}");
     std::fs::remove_dir_all(repo).unwrap();

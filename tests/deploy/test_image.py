@@ -165,8 +165,7 @@ def parse_time(stamp):
 
 def slow_repository(tmp_path):
     """tests/models/slow behind one single-threaded instance: each call takes
-    tens of milliseconds, so a burst of calls queues up and is in flight for
-    about a second."""
+    15 to 50 milliseconds, so a burst of calls queues up behind the first."""
     repo = tmp_path / "slow-repo"
     (repo / "slow" / "1").mkdir(parents=True)
     shutil.copy(ROOT / "tests" / "models" / "slow" / "1" / "model.onnx", repo / "slow" / "1")
