@@ -12,9 +12,10 @@
 //! - the engine's own limit on the heavy MLP in this process: rows per second
 //!   at the best batch size, with the server's intra-op thread count (the
 //!   server batches up to 64 rows, and runs its engine threads at
-//!   `--engine-nice -5` unless told otherwise), and where the cores go
-//!   while the server runs: its engine threads, the rest of it, the load
-//!   generator;
+//!   `--engine-nice -5` unless told otherwise), where the cores go
+//!   while the server runs (its engine threads, the rest of it, the load
+//!   generator), and the rows its batches held at concurrency 64 beside the
+//!   engine's own rate at that batch size;
 //! - the three protocols on the bundled model (v2 JSON, v2 binary tensors,
 //!   gRPC), driven by `inferd bench`: requests per second at concurrency 64,
 //!   and the server's CPU time per request at one fixed rate for all;
@@ -315,7 +316,7 @@ fn engine_limit(model: &Path, threads: usize, window: Duration) -> EngineLimit {
             cores[i].push((cpu_secs(me) - cpu) / took);
         }
     }
-    let mut best = EngineLimit { batch: 0, rows_per_sec: 0.0, cores: 0.0 };
+    let mut best = EngineLimit { batch: 0, rows_per_sec: 0.0, cores: 0.0, by_batch: Vec::new() };
     for ((&batch, rates), cores) in BATCHES.iter().zip(rates).zip(cores) {
         let (median, cores) = (median(rates), median(cores));
         println!(
@@ -323,8 +324,9 @@ fn engine_limit(model: &Path, threads: usize, window: Duration) -> EngineLimit {
             "engine in-process, batch", batch, median
         );
         if median > best.rows_per_sec {
-            best = EngineLimit { batch, rows_per_sec: median, cores };
+            (best.batch, best.rows_per_sec, best.cores) = (batch, median, cores);
         }
+        best.by_batch.push((batch, median));
     }
     best
 }
@@ -334,6 +336,16 @@ struct EngineLimit {
     batch: usize,
     rows_per_sec: f64,
     cores: f64,
+    /// Every batch size measured, with its rows per second.
+    by_batch: Vec<(usize, f64)>,
+}
+
+impl EngineLimit {
+    /// The measured batch size nearest `rows`, and its rows per second.
+    fn nearest(&self, rows: f64) -> (usize, f64) {
+        let distance = |b: usize| (b as f64 - rows).abs();
+        *self.by_batch.iter().min_by(|x, y| distance(x.0).total_cmp(&distance(y.0))).unwrap()
+    }
 }
 
 fn loadavg() -> String {
@@ -531,12 +543,29 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     // rest of the server, and this process's load generator.
     let pid = mlp_on.child.id();
     let engine = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
+    let counts_before = model_counts(runtime, &mlp_on, "mlp");
     let (split, [server_cores, engine_cores, generator_cores]) =
         cores_during([&|| cpu_secs(pid), &engine, &|| cpu_secs(std::process::id())], || {
             runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]))
         });
+    let mean_batch = mean_batch_since(runtime, &mlp_on, "mlp", &counts_before);
     let front_cores = server_cores - engine_cores;
     drop((mlp_on, mlp_off));
+
+    // The alternative a Triton user would try for fuller batches: wait for
+    // all 64. The batches fill, and the engine idles while a whole group's
+    // answers go out and its next requests come in.
+    let config_wait = format!(
+        "max_batch_size = {max_batch}\n[dynamic_batching]\npreferred_batch_size = [{max_batch}]\n\
+         max_queue_delay_microseconds = {WAIT_US}\n{instance}"
+    );
+    let mlp_wait = Inferd::start_with(&repository("mlp-wait", &heavy, "mlp", &config_wait), &flags);
+    let wait_before = model_counts(runtime, &mlp_wait, "mlp");
+    let wait = Target { name: "mlp, waiting for full batches", addr: mlp_wait.addr, ..on };
+    let waited =
+        runtime.block_on(sweep_at(wait.name, wait.addr, wait.path, wait.body, options, &[64]));
+    let wait_batch = mean_batch_since(runtime, &mlp_wait, "mlp", &wait_before);
+    drop(mlp_wait);
 
     println!();
     println!("load average {}", loadavg());
@@ -559,6 +588,36 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         split[0].throughput() / engine_cores,
         limit.rows_per_sec / limit.cores
     );
+    // With one instance kept busy, the requests answered by one batch come
+    // back while the next computes: the clients split into two groups that
+    // take turns, and a batch holds about half of them.
+    let (near, near_rate) = limit.nearest(mean_batch);
+    println!(
+        "the server's batches at c=64 held {mean_batch:.1} rows on average; the engine alone at batch {near} \
+         does {near_rate:.0} rows/s, {:.2} of its limit",
+        near_rate / limit.rows_per_sec
+    );
+    println!(
+        "waiting for full batches (preferred_batch_size {max_batch}, max_queue_delay_microseconds {WAIT_US}): \
+         {:.0} rows/s at c=64 in batches of {wait_batch:.1} rows, {:.2} of the engine limit",
+        waited[0].throughput(),
+        waited[0].throughput() / limit.rows_per_sec
+    );
+}
+
+/// The queue delay of the heavy part's full-batch comparison: longer than a
+/// whole group of clients takes to come back.
+const WAIT_US: u64 = 3000;
+
+/// Rows per engine call of `model` since `before` was read.
+fn mean_batch_since(
+    runtime: &tokio::runtime::Runtime,
+    server: &Inferd,
+    model: &str,
+    before: &ModelCounts,
+) -> f64 {
+    let now = model_counts(runtime, server, model);
+    (now.rows - before.rows) as f64 / (now.executions - before.executions).max(1) as f64
 }
 
 /// Resident memory of a process, in MiB.
@@ -740,19 +799,31 @@ fn clock_ticks_per_sec() -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(100.0)
 }
 
-/// Requests the server has answered successfully for `model`, from its
-/// statistics endpoint.
-fn served_requests(runtime: &tokio::runtime::Runtime, server: &Inferd, model: &str) -> u64 {
+/// A model's counters from the server's statistics endpoint, summed over
+/// its versions.
+struct ModelCounts {
+    /// Requests answered successfully.
+    served: u64,
+    /// Rows computed, all requests together.
+    rows: u64,
+    /// Engine calls.
+    executions: u64,
+}
+
+fn model_counts(runtime: &tokio::runtime::Runtime, server: &Inferd, model: &str) -> ModelCounts {
     let url = format!("http://{}/v2/models/{model}/stats", server.addr);
     let stats: serde_json::Value = runtime
         .block_on(async { reqwest::get(&url).await?.json().await })
         .expect("the statistics endpoint answers");
-    stats["model_stats"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["inference_stats"]["success"]["count"].as_u64().unwrap())
-        .sum()
+    let versions = stats["model_stats"].as_array().unwrap();
+    let sum = |pointer: &str| -> u64 {
+        versions.iter().map(|m| m.pointer(pointer).and_then(|v| v.as_u64()).unwrap()).sum()
+    };
+    ModelCounts {
+        served: sum("/inference_stats/success/count"),
+        rows: sum("/inference_count"),
+        executions: sum("/execution_count"),
+    }
 }
 
 /// One protocol as `inferd bench` drives it.
@@ -783,7 +854,7 @@ fn bench_point(
     let report =
         std::env::temp_dir().join(format!("inferd-bench-point-{}.json", std::process::id()));
     let (cpu_before, served_before) =
-        (cpu_secs(server.child.id()), served_requests(runtime, server, "clinical-risk"));
+        (cpu_secs(server.child.id()), model_counts(runtime, server, "clinical-risk").served);
     let status = Command::new(env!("CARGO_BIN_EXE_inferd"))
         .arg("bench")
         .args(["--model", "clinical-risk", "--no-progress"])
@@ -805,7 +876,7 @@ fn bench_point(
         .expect("inferd bench runs");
     assert!(status.success(), "inferd bench failed for {}", protocol.name);
     let cpu = cpu_secs(server.child.id()) - cpu_before;
-    let served = served_requests(runtime, server, "clinical-risk") - served_before;
+    let served = model_counts(runtime, server, "clinical-risk").served - served_before;
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     (report["points"][0].clone(), cpu, served)
