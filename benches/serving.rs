@@ -12,7 +12,8 @@
 //! - the engine's own limit on the heavy MLP in this process: rows per second
 //!   at the best batch size, with the server's intra-op thread count (the
 //!   server batches up to 64 rows, and runs its engine threads at
-//!   `--engine-nice -5` unless told otherwise), where the cores go
+//!   `--engine-nice -5` unless told otherwise), measured again at that size
+//!   just before each round of the server at concurrency 64, where the cores go
 //!   while the server runs (its engine threads, the rest of it, the load
 //!   generator), and the rows its batches held at concurrency 64 beside the
 //!   engine's own rate at that batch size;
@@ -278,57 +279,74 @@ async fn sweep_at(
     results
 }
 
-/// Rows per second the engine alone sustains on `model`, at the best of
-/// several batch sizes, with `threads` intra-op threads.
-fn engine_limit(model: &Path, threads: usize, window: Duration) -> EngineLimit {
-    const BATCHES: [usize; 5] = [1, 8, 16, 32, 64];
-    const PASSES: usize = 3;
-    let settings = SessionSettings {
-        intra_op_threads: threads,
-        optimization: OptimizationLevel::All,
-        pool_thread_name: None,
-    };
-    let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
-    // Every size in turn, PASSES times over, so that a slow spell of the
-    // machine falls on all sizes rather than on one; each size's figure is
-    // the median of its passes.
-    let mut rates = vec![Vec::new(); BATCHES.len()];
-    let mut cores = vec![Vec::new(); BATCHES.len()];
-    let me = std::process::id();
-    for _ in 0..PASSES {
-        for (i, &batch) in BATCHES.iter().enumerate() {
-            let input = Tensor {
-                shape: vec![batch as i64, 10],
-                data: TensorData::Fp32(vec![0.25; batch * 10]),
-            };
-            let inputs = [input];
-            for _ in 0..10 {
-                instance.run(&inputs).unwrap();
-            }
-            let (started, cpu) = (Instant::now(), cpu_secs(me));
-            let mut calls = 0;
-            while started.elapsed() < window / PASSES as u32 {
-                instance.run(&inputs).unwrap();
-                calls += 1;
-            }
-            let took = started.elapsed().as_secs_f64();
-            rates[i].push((calls * batch) as f64 / took);
-            cores[i].push((cpu_secs(me) - cpu) / took);
-        }
+/// The heavy model loaded in this process, as the server's instances load
+/// it: the engine alone, for its in-process limit.
+struct Engine {
+    instance: Instance,
+}
+
+impl Engine {
+    fn load(model: &Path, threads: usize) -> Engine {
+        let settings = SessionSettings {
+            intra_op_threads: threads,
+            optimization: OptimizationLevel::All,
+            pool_thread_name: None,
+        };
+        let source = ModelSource::File(model.to_path_buf());
+        Engine { instance: Instance::load(&source, &settings).unwrap() }
     }
-    let mut best = EngineLimit { batch: 0, rows_per_sec: 0.0, cores: 0.0, by_batch: Vec::new() };
-    for ((&batch, rates), cores) in BATCHES.iter().zip(rates).zip(cores) {
-        let (median, cores) = (median(rates), median(cores));
-        println!(
-            "{:<34} {:>5} {:>10.0} rows/s, {cores:.2} cores busy",
-            "engine in-process, batch", batch, median
-        );
-        if median > best.rows_per_sec {
-            (best.batch, best.rows_per_sec, best.cores) = (batch, median, cores);
+
+    /// Rows per second on batches of `batch` rows for `window`, and the
+    /// cores this process used meanwhile.
+    fn rate(&mut self, batch: usize, window: Duration) -> (f64, f64) {
+        let input =
+            Tensor { shape: vec![batch as i64, 10], data: TensorData::Fp32(vec![0.25; batch * 10]) };
+        let inputs = [input];
+        for _ in 0..10 {
+            self.instance.run(&inputs).unwrap();
         }
-        best.by_batch.push((batch, median));
+        let me = std::process::id();
+        let (started, cpu) = (Instant::now(), cpu_secs(me));
+        let mut calls = 0;
+        while started.elapsed() < window {
+            self.instance.run(&inputs).unwrap();
+            calls += 1;
+        }
+        let took = started.elapsed().as_secs_f64();
+        ((calls * batch) as f64 / took, (cpu_secs(me) - cpu) / took)
     }
-    best
+
+    /// The best rate over several batch sizes. Every size is measured in
+    /// turn, PASSES times over, so that a slow spell of the machine falls on
+    /// all sizes rather than on one; each size's figure is the median of its
+    /// passes.
+    fn limit(&mut self, window: Duration) -> EngineLimit {
+        const BATCHES: [usize; 5] = [1, 8, 16, 32, 64];
+        const PASSES: usize = 3;
+        let mut rates = vec![Vec::new(); BATCHES.len()];
+        let mut cores = vec![Vec::new(); BATCHES.len()];
+        for _ in 0..PASSES {
+            for (i, &batch) in BATCHES.iter().enumerate() {
+                let (rate, busy) = self.rate(batch, window / PASSES as u32);
+                rates[i].push(rate);
+                cores[i].push(busy);
+            }
+        }
+        let mut best =
+            EngineLimit { batch: 0, rows_per_sec: 0.0, cores: 0.0, by_batch: Vec::new() };
+        for ((&batch, rates), cores) in BATCHES.iter().zip(rates).zip(cores) {
+            let (median, cores) = (median(rates), median(cores));
+            println!(
+                "{:<34} {:>5} {:>10.0} rows/s, {cores:.2} cores busy",
+                "engine in-process, batch", batch, median
+            );
+            if median > best.rows_per_sec {
+                (best.batch, best.rows_per_sec, best.cores) = (batch, median, cores);
+            }
+            best.by_batch.push((batch, median));
+        }
+        best
+    }
 }
 
 /// The engine's best in-process rate and the CPU it took.
@@ -510,7 +528,8 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         "heavy MLP: one instance with {threads} intra-op thread(s), engine threads at nice {}",
         options.engine_nice
     );
-    let limit = engine_limit(&heavy, threads, options.window.min(Duration::from_secs(3)));
+    let mut engine = Engine::load(&heavy, threads);
+    let limit = engine.limit(options.window.min(Duration::from_secs(3)));
     let instance = format!("[instance_group]\ncount = 1\nintra_op_threads = {threads}\n");
     // As large as the most requests in flight, whichever size the engine
     // did best at: the scheduler forms batches of what is queued, so a
@@ -533,9 +552,22 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     println!();
     println!("ratios, each the median of {} alternating rounds:", options.rounds);
     print_header();
-    // The server's figure for the engine comparison is the median of the
-    // same rounds, not one window.
-    let (gain, served) = compare(runtime, options, 64, &on, &off, throughput);
+    // Each round measures the engine alone at its best batch size, then the
+    // server with batching on, then off: the engine and the server are
+    // compared seconds apart, as batching on and off are, so that the
+    // machine's pace drifting over the run falls on both.
+    let (mut gains, mut closeness, mut rounds) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..options.rounds {
+        let (alone, _) = engine.rate(limit.batch, ENGINE_ROUND);
+        println!("{:<34} {:>5} {:>10.0} rows/s", "engine in-process, batch", limit.batch, alone);
+        let [ra, rb] = [&on, &off].map(|t| {
+            runtime.block_on(sweep_at(t.name, t.addr, t.path, t.body, options, &[64])).remove(0)
+        });
+        gains.push(ra.throughput() / rb.throughput());
+        closeness.push(ra.throughput() / alone);
+        rounds.push(format!("{:.0}/{alone:.0}", ra.throughput()));
+    }
+    let (gain, close) = (median(gains), median(closeness));
     let (idle, _) = compare(runtime, options, 1, &on, &off, median_latency);
 
     // Where the cores go while the server runs at c=64: its engine threads
@@ -572,10 +604,10 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     println!("batching gain (mlp): throughput at c=64, on / off = {gain:.2} (target >= 2.5)");
     println!("idle penalty (mlp): median latency at c=1, on / off = {idle:.2} (target <= 1.10)");
     println!(
-        "close to the engine: mlp at c=64 {served:.0} rows/s (median of the rounds) / engine limit {:.0} rows/s (batch {}) = {:.2} (target >= 0.85)",
-        limit.rows_per_sec,
+        "close to the engine: mlp at c=64 / the engine alone at batch {}, each round back to back = {close:.2} \
+         (target >= 0.85); rows/s in the rounds: {}",
         limit.batch,
-        served / limit.rows_per_sec
+        rounds.join(", ")
     );
     println!(
         "CPU at c=64 ({:.0} rows/s): engine threads {engine_cores:.2} cores, rest of the server {front_cores:.2}, \
@@ -604,6 +636,9 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         waited[0].throughput() / limit.rows_per_sec
     );
 }
+
+/// How long each round of the heavy part measures the engine alone.
+const ENGINE_ROUND: Duration = Duration::from_secs(2);
 
 /// The queue delay of the heavy part's full-batch comparison: longer than a
 /// whole group of clients takes to come back.
