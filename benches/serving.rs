@@ -299,8 +299,10 @@ impl Engine {
     /// Rows per second on batches of `batch` rows for `window`, and the
     /// cores this process used meanwhile.
     fn rate(&mut self, batch: usize, window: Duration) -> (f64, f64) {
-        let input =
-            Tensor { shape: vec![batch as i64, 10], data: TensorData::Fp32(vec![0.25; batch * 10]) };
+        let input = Tensor {
+            shape: vec![batch as i64, 10],
+            data: TensorData::Fp32(vec![0.25; batch * 10]),
+        };
         let inputs = [input];
         for _ in 0..10 {
             self.instance.run(&inputs).unwrap();
