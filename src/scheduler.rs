@@ -280,7 +280,9 @@ impl ResultPool {
 /// before it blocks hands the core to other threads and back several times
 /// for every request that finds the engine idle, which under moderate load
 /// cost more than the request itself. A pusher wakes one sleeper, and only
-/// when one is asleep.
+/// one that no earlier push has woken: a woken thread takes tens of
+/// microseconds to run again, and every request pushed meanwhile would
+/// otherwise make a futex call of its own.
 struct JobQueue {
     state: Mutex<QueueState>,
     ready: Condvar,
@@ -289,8 +291,17 @@ struct JobQueue {
 
 struct QueueState {
     jobs: VecDeque<Job>,
-    /// Instances asleep in `pop` or `pop_until`.
+    /// Instances asleep in `pop` or `pop_until` that no push has woken yet.
     sleeping: usize,
+    /// Instances a push has woken that have not yet run again. A waking
+    /// instance takes one of these if there is one, else it was woken by a
+    /// close, a timeout or spuriously and leaves `sleeping` itself.
+    woken: usize,
+    /// Wake-ups sent and sleeps begun, for the tests to compare.
+    #[cfg(test)]
+    wakes: usize,
+    #[cfg(test)]
+    sleeps: usize,
     /// Set when the model is dropped: the instances drain what is queued,
     /// then stop.
     closed: bool,
@@ -298,8 +309,16 @@ struct QueueState {
 
 impl JobQueue {
     fn new(capacity: usize) -> JobQueue {
-        let state =
-            QueueState { jobs: VecDeque::with_capacity(capacity), sleeping: 0, closed: false };
+        let state = QueueState {
+            jobs: VecDeque::with_capacity(capacity),
+            sleeping: 0,
+            woken: 0,
+            #[cfg(test)]
+            wakes: 0,
+            #[cfg(test)]
+            sleeps: 0,
+            closed: false,
+        };
         JobQueue { state: Mutex::new(state), ready: Condvar::new(), capacity }
     }
 
@@ -319,6 +338,14 @@ impl JobQueue {
         }
         state.jobs.push_back(job);
         let wake = state.sleeping > 0;
+        if wake {
+            state.sleeping -= 1;
+            state.woken += 1;
+            #[cfg(test)]
+            {
+                state.wakes += 1;
+            }
+        }
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -342,9 +369,7 @@ impl JobQueue {
             if state.closed {
                 return None;
             }
-            state.sleeping += 1;
-            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
-            state.sleeping -= 1;
+            state = self.sleep(state, None);
         }
     }
 
@@ -359,14 +384,34 @@ impl JobQueue {
             if state.closed || now >= deadline {
                 return None;
             }
-            state.sleeping += 1;
-            state = self
-                .ready
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            state = self.sleep(state, Some(deadline - now));
+        }
+    }
+
+    /// Sleeps until a push or a close wakes this instance, or `timeout`
+    /// passes.
+    fn sleep<'a>(
+        &self,
+        mut state: MutexGuard<'a, QueueState>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, QueueState> {
+        state.sleeping += 1;
+        #[cfg(test)]
+        {
+            state.sleeps += 1;
+        }
+        let mut state = match timeout {
+            None => self.ready.wait(state).unwrap_or_else(PoisonError::into_inner),
+            Some(timeout) => {
+                self.ready.wait_timeout(state, timeout).unwrap_or_else(PoisonError::into_inner).0
+            }
+        };
+        if state.woken > 0 {
+            state.woken -= 1;
+        } else {
             state.sleeping -= 1;
         }
+        state
     }
 
     fn len(&self) -> usize {
@@ -691,6 +736,42 @@ mod tests {
         }
         queue.close();
         assert_eq!(sleeper.join().unwrap(), (Some(7), true));
+    }
+
+    #[test]
+    fn a_push_wakes_only_an_instance_no_earlier_push_has_woken() {
+        const JOBS: usize = 2000;
+        let queue = Arc::new(JobQueue::new(JOBS));
+        let instances: Vec<_> = (0..2)
+            .map(|_| {
+                let queue = Arc::clone(&queue);
+                std::thread::spawn(move || std::iter::from_fn(|| queue.pop()).count())
+            })
+            .collect();
+        // Bursts of pushes, each begun while both instances are asleep and
+        // going on while the one it woke is on its way.
+        for burst in 0..JOBS / 10 {
+            while queue.lock().sleeping < 2 {
+                std::thread::yield_now();
+            }
+            for i in 0..10 {
+                queue.try_push(job(burst * 10 + i)).unwrap();
+            }
+        }
+        queue.close();
+        let taken: usize = instances.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(taken, JOBS);
+        let state = queue.lock();
+        // Every burst found both instances asleep, so at least one wake-up
+        // each, and never more wake-ups than sleeps.
+        assert!(state.wakes >= JOBS / 10, "{} wake-ups", state.wakes);
+        assert!(
+            state.wakes <= state.sleeps,
+            "{} wake-ups for {} sleeps",
+            state.wakes,
+            state.sleeps
+        );
+        assert_eq!((state.sleeping, state.woken), (0, 0));
     }
 
     #[test]
