@@ -119,47 +119,48 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .route("/predict/risk", post(risk::predict));
 
-    v2.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        // gzip and deflate bodies, both ways, as Triton takes and gives them.
-        // The body limit above counts the inflated bytes.
-        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
-        .layer(CompressionLayer::new())
+    let routes =
+        v2.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
+    // One stack of layers around the whole router, rather than
+    // `Router::layer`, which wraps every route in each layer in turn: a
+    // request then cloned a boxed service per layer.
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(|req: &Request| {
-                            let id = req
-                                .extensions()
-                                .get::<RequestId>()
-                                .and_then(|id| id.header_value().to_str().ok())
-                                .unwrap_or("");
-                            // Debug level: at the default info level the span
-                            // is disabled and costs nothing per request.
-                            // The inference fields are filled in once the
-                            // answer is known (see add_timing_headers).
-                            tracing::debug_span!(
-                                "request",
-                                request_id = %id,
-                                method = %req.method(),
-                                path = %req.uri().path(),
-                                model = tracing::field::Empty,
-                                version = tracing::field::Empty,
-                                batch_rows = tracing::field::Empty,
-                                queue_us = tracing::field::Empty,
-                                compute_us = tracing::field::Empty,
-                            )
-                        })
-                        // Failures are logged once, with their cause, where
-                        // they happen; the layer would only repeat them.
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID)),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("");
+                    // Debug level: at the default info level the span is
+                    // disabled and costs nothing per request. The inference
+                    // fields are filled in once the answer is known (see
+                    // add_timing_headers).
+                    tracing::debug_span!(
+                        "request",
+                        request_id = %id,
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        model = tracing::field::Empty,
+                        version = tracing::field::Empty,
+                        batch_rows = tracing::field::Empty,
+                        queue_us = tracing::field::Empty,
+                        compute_us = tracing::field::Empty,
+                    )
+                })
+                // Failures are logged once, with their cause, where they
+                // happen; the layer would only repeat them.
+                .on_failure(()),
         )
-        .with_state(state)
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        // gzip and deflate bodies, both ways, as Triton takes and gives them.
+        .layer(CompressionLayer::new())
+        .layer(RequestDecompressionLayer::new().pass_through_unaccepted(true))
+        // Counts the inflated bytes.
+        .layer(DefaultBodyLimit::max(limit));
+    Router::new().fallback_service(layers.service(routes))
 }
 
 async fn not_found(uri: Uri) -> ApiError {
