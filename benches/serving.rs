@@ -515,9 +515,9 @@ fn front_end(runtime: &tokio::runtime::Runtime, bundled: &Path, options: &Option
     let (thin, _) = compare(runtime, options, 64, &on, &base, throughput);
     let (idle, _) = compare(runtime, options, 1, &on, &off, median_latency);
     println!("load average {}", loadavg());
-    println!("thin front end: risk / baseline throughput at c=64 = {thin:.2} (target >= 0.70)");
+    println!("thin front end: risk / baseline throughput at c=64 = {thin:.3} (target >= 0.70)");
     println!(
-        "idle penalty (risk): median latency at c=1, batching on / off = {idle:.2} (target <= 1.10)"
+        "idle penalty (risk): median latency at c=1, batching on / off = {idle:.3} (target <= 1.10)"
     );
 }
 
@@ -567,7 +567,7 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         });
         gains.push(ra.throughput() / rb.throughput());
         closeness.push(ra.throughput() / alone);
-        rounds.push(format!("{:.0}/{alone:.0}", ra.throughput()));
+        rounds.push(format!("{:.0}/{alone:.0} = {:.3}", ra.throughput(), ra.throughput() / alone));
     }
     let (gain, close) = (median(gains), median(closeness));
     let (idle, _) = compare(runtime, options, 1, &on, &off, median_latency);
@@ -603,10 +603,10 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
 
     println!();
     println!("load average {}", loadavg());
-    println!("batching gain (mlp): throughput at c=64, on / off = {gain:.2} (target >= 2.5)");
-    println!("idle penalty (mlp): median latency at c=1, on / off = {idle:.2} (target <= 1.10)");
+    println!("batching gain (mlp): throughput at c=64, on / off = {gain:.3} (target >= 2.5)");
+    println!("idle penalty (mlp): median latency at c=1, on / off = {idle:.3} (target <= 1.10)");
     println!(
-        "close to the engine: mlp at c=64 / the engine alone at batch {}, each round back to back = {close:.2} \
+        "close to the engine: mlp at c=64 / the engine alone at batch {}, each round back to back = {close:.3} \
          (target >= 0.85); rows/s in the rounds: {}",
         limit.batch,
         rounds.join(", ")
@@ -977,7 +977,7 @@ fn protocols(runtime: &tokio::runtime::Runtime, server: &Inferd, options: &Optio
         let ratios = rounds.iter().zip(&per_request[0]).map(|(r, json)| r / json).collect();
         let shown: Vec<String> = rounds.iter().map(|r| format!("{r:.1}")).collect();
         println!(
-            "{:<34} {:>8.1} µs/req, {:.2} of JSON (target <= 1.00 for binary and gRPC); rounds {}",
+            "{:<34} {:>8.1} µs/req, {:.3} of JSON (target <= 1.00 for binary and gRPC); rounds {}",
             protocol.name,
             median(rounds.clone()),
             median(ratios),
