@@ -62,6 +62,11 @@ pub struct Job {
 pub struct Answer {
     /// The outputs asked for, in the order asked.
     pub outputs: Vec<Tensor>,
+    /// Their indices in the model's signature: the job's `outputs`.
+    pub indices: Vec<usize>,
+    /// The job's inputs, handed back so that the thread that allocated them
+    /// frees them, not the instance's, whose time is the engine's.
+    pub inputs: Vec<Tensor>,
     /// From entering the queue to the engine call that computed it.
     pub queue_time: Duration,
     /// The engine call, including building the batch and splitting outputs.
@@ -604,8 +609,14 @@ impl Worker {
                 for job in self.batch.drain(..) {
                     let queue_time = started.saturating_duration_since(job.enqueued);
                     self.stats.queue.record(1, queue_time);
-                    let outputs = job.results;
-                    let answer = Answer { outputs, queue_time, compute_time, batch_rows: rows };
+                    let answer = Answer {
+                        outputs: job.results,
+                        indices: job.outputs,
+                        inputs: job.inputs,
+                        queue_time,
+                        compute_time,
+                        batch_rows: rows,
+                    };
                     // The client may have gone while the engine ran; nobody is left to tell.
                     let _ = job.reply.send(Ok(answer));
                 }

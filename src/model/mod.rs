@@ -175,8 +175,7 @@ impl ServedModel {
         let enqueued = Instant::now();
         let deadline = timeout.map(|t| enqueued + t);
         let (reply, answer) = oneshot::channel();
-        let indices = validated.outputs.clone();
-        let results = self.scheduler.results().take(indices.len());
+        let results = self.scheduler.results().take(validated.outputs.len());
         let job = Job {
             inputs: validated.inputs,
             outputs: validated.outputs,
@@ -199,7 +198,7 @@ impl ServedModel {
             Err(JobError::Engine(e)) => return Err(InferError::Engine(e)),
         };
         Ok(InferOutput {
-            indices,
+            indices: answer.indices,
             tensors: answer.outputs,
             pool: Arc::clone(self.scheduler.results()),
             queue_time: answer.queue_time,
