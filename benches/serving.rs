@@ -299,11 +299,7 @@ impl Engine {
     /// Rows per second on batches of `batch` rows for `window`, and the
     /// cores this process used meanwhile.
     fn rate(&mut self, batch: usize, window: Duration) -> (f64, f64) {
-        let input = Tensor {
-            shape: vec![batch as i64, 10],
-            data: TensorData::Fp32(vec![0.25; batch * 10]),
-        };
-        let inputs = [input];
+        let inputs = Engine::batch(batch);
         for _ in 0..10 {
             self.instance.run(&inputs).unwrap();
         }
@@ -316,6 +312,26 @@ impl Engine {
         }
         let took = started.elapsed().as_secs_f64();
         ((calls * batch) as f64 / took, (cpu_secs(me) - cpu) / took)
+    }
+
+    /// One input of `rows` rows of 10 features, the heavy models' shape.
+    fn batch(rows: usize) -> [Tensor; 1] {
+        [Tensor { shape: vec![rows as i64, 10], data: TensorData::Fp32(vec![0.25; rows * 10]) }]
+    }
+
+    /// Median time of one call on a batch of `rows` rows, in milliseconds.
+    fn call_ms(&mut self, rows: usize) -> f64 {
+        let inputs = Engine::batch(rows);
+        let mut times: Vec<f64> = (0..60)
+            .map(|_| {
+                let started = Instant::now();
+                self.instance.run(&inputs).unwrap();
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .skip(10)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
     }
 
     /// The best rate over several batch sizes. Every size is measured in
@@ -668,28 +684,6 @@ fn rss_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// Median time of one engine call on a batch of `rows` rows, in milliseconds.
-fn batch_compute_ms(model: &Path, threads: usize, rows: usize) -> f64 {
-    let settings = SessionSettings {
-        intra_op_threads: threads,
-        optimization: OptimizationLevel::All,
-        pool_thread_name: None,
-    };
-    let mut instance = Instance::load(&ModelSource::File(model.to_path_buf()), &settings).unwrap();
-    let inputs =
-        [Tensor { shape: vec![rows as i64, 10], data: TensorData::Fp32(vec![0.25; rows * 10]) }];
-    let mut times: Vec<f64> = (0..60)
-        .map(|_| {
-            let started = Instant::now();
-            instance.run(&inputs).unwrap();
-            started.elapsed().as_secs_f64() * 1000.0
-        })
-        .skip(10)
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
-}
-
 /// Ten times the sustainable load on a slow model: every request must be
 /// answered, admitted ones within the queue delay plus one batch's compute
 /// plus 10 ms, and resident memory must stay flat.
@@ -700,7 +694,7 @@ fn overload(runtime: &tokio::runtime::Runtime, wide: &Path, options: &Options) {
         "max_batch_size = {MAX_BATCH}\n[dynamic_batching]\nmax_queue_delay_microseconds = {DELAY_US}\n\
          max_queue_size = {MAX_BATCH}\n[instance_group]\ncount = 1\nintra_op_threads = 1\n"
     );
-    let batch_ms = batch_compute_ms(wide, 1, MAX_BATCH);
+    let batch_ms = Engine::load(wide, 1).call_ms(MAX_BATCH);
     let nice = options.engine_nice.to_string();
     let server =
         Inferd::start_with(&repository("wide", wide, "wide", &config), &["--engine-nice", &nice]);

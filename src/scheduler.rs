@@ -366,6 +366,15 @@ impl JobQueue {
     /// The oldest job, sleeping until there is one; `None` once the queue
     /// is closed and empty.
     fn pop(&self) -> Option<Job> {
+        self.pop_by(None)
+    }
+
+    /// The oldest job, sleeping until there is one or until `deadline`.
+    fn pop_until(&self, deadline: Instant) -> Option<Job> {
+        self.pop_by(Some(deadline))
+    }
+
+    fn pop_by(&self, deadline: Option<Instant>) -> Option<Job> {
         let mut state = self.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
@@ -374,22 +383,17 @@ impl JobQueue {
             if state.closed {
                 return None;
             }
-            state = self.sleep(state, None);
-        }
-    }
-
-    /// The oldest job, sleeping until there is one or until `deadline`.
-    fn pop_until(&self, deadline: Instant) -> Option<Job> {
-        let mut state = self.lock();
-        loop {
-            if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
-            }
-            let now = Instant::now();
-            if state.closed || now >= deadline {
-                return None;
-            }
-            state = self.sleep(state, Some(deadline - now));
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    Some(left)
+                }
+            };
+            state = self.sleep(state, timeout);
         }
     }
 
