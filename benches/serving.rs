@@ -16,7 +16,8 @@
 //!   just before each round of the server at concurrency 64, where the cores go
 //!   while the server runs (its engine threads, the rest of it, the load
 //!   generator), and the rows its batches held at concurrency 64 beside the
-//!   engine's own rate at that batch size;
+//!   engine's own rate at that batch size, and the server at concurrency 128,
+//!   where a batch can fill;
 //! - the three protocols on the bundled model (v2 JSON, v2 binary tensors,
 //!   gRPC), driven by `inferd bench`: requests per second at concurrency 64,
 //!   and the server's CPU time per request at one fixed rate for all;
@@ -592,14 +593,25 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     // (the instance thread and ONNX Runtime's further intra-op threads), the
     // rest of the server, and this process's load generator.
     let pid = mlp_on.child.id();
-    let engine = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
+    let engine_cpu = || thread_cpu_secs(pid, "inferd-mlp-0") + thread_cpu_secs(pid, "ort-mlp-0");
     let counts_before = model_counts(runtime, &mlp_on, "mlp");
     let (split, [server_cores, engine_cores, generator_cores]) =
-        cores_during([&|| cpu_secs(pid), &engine, &|| cpu_secs(std::process::id())], || {
+        cores_during([&|| cpu_secs(pid), &engine_cpu, &|| cpu_secs(std::process::id())], || {
             runtime.block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[64]))
         });
     let mean_batch = mean_batch_since(runtime, &mlp_on, "mlp", &counts_before);
     let front_cores = server_cores - engine_cores;
+
+    // Twice as many clients as a batch holds: each group of the two that
+    // take turns fills a whole batch, so this shows what the server does
+    // once the batch is no longer capped by the number of clients.
+    let doubled = 2 * max_batch;
+    let (alone, _) = engine.rate(limit.batch, ENGINE_ROUND);
+    let doubled_before = model_counts(runtime, &mlp_on, "mlp");
+    let full = runtime
+        .block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[doubled]))
+        .remove(0);
+    let full_batch = mean_batch_since(runtime, &mlp_on, "mlp", &doubled_before);
     drop((mlp_on, mlp_off));
 
     // The alternative a Triton user would try for fuller batches: wait for
@@ -646,6 +658,12 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
         "the server's batches at c=64 held {mean_batch:.1} rows on average; the engine alone at batch {near} \
          does {near_rate:.0} rows/s, {:.2} of its limit",
         near_rate / limit.rows_per_sec
+    );
+    println!(
+        "with {doubled} clients the server's batches held {full_batch:.1} rows: {:.0} rows/s against the engine \
+         alone's {alone:.0} just before, {:.3} of it",
+        full.throughput(),
+        full.throughput() / alone
     );
     println!(
         "waiting for full batches (preferred_batch_size {max_batch}, max_queue_delay_microseconds {WAIT_US}): \
