@@ -607,11 +607,7 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     // once the batch is no longer capped by the number of clients.
     let doubled = 2 * max_batch;
     let (alone, _) = engine.rate(limit.batch, ENGINE_ROUND);
-    let doubled_before = model_counts(runtime, &mlp_on, "mlp");
-    let full = runtime
-        .block_on(sweep_at(on.name, on.addr, on.path, on.body, options, &[doubled]))
-        .remove(0);
-    let full_batch = mean_batch_since(runtime, &mlp_on, "mlp", &doubled_before);
+    let (full, full_batch) = run_counting_batches(runtime, &mlp_on, &on, options, doubled);
     drop((mlp_on, mlp_off));
 
     // The alternative a Triton user would try for fuller batches: wait for
@@ -622,11 +618,8 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
          max_queue_delay_microseconds = {WAIT_US}\n{instance}"
     );
     let mlp_wait = Inferd::start_with(&repository("mlp-wait", &heavy, "mlp", &config_wait), &flags);
-    let wait_before = model_counts(runtime, &mlp_wait, "mlp");
     let wait = Target { name: "mlp, waiting for full batches", addr: mlp_wait.addr, ..on };
-    let waited =
-        runtime.block_on(sweep_at(wait.name, wait.addr, wait.path, wait.body, options, &[64]));
-    let wait_batch = mean_batch_since(runtime, &mlp_wait, "mlp", &wait_before);
+    let (waited, wait_batch) = run_counting_batches(runtime, &mlp_wait, &wait, options, 64);
     drop(mlp_wait);
 
     println!();
@@ -668,8 +661,8 @@ fn heavy(runtime: &tokio::runtime::Runtime, models: &Path, cores: usize, options
     println!(
         "waiting for full batches (preferred_batch_size {max_batch}, max_queue_delay_microseconds {WAIT_US}): \
          {:.0} rows/s at c=64 in batches of {wait_batch:.1} rows, {:.2} of the engine limit",
-        waited[0].throughput(),
-        waited[0].throughput() / limit.rows_per_sec
+        waited.throughput(),
+        waited.throughput() / limit.rows_per_sec
     );
 }
 
@@ -679,6 +672,22 @@ const ENGINE_ROUND: Duration = Duration::from_secs(2);
 /// The queue delay of the heavy part's full-batch comparison: longer than a
 /// whole group of clients takes to come back.
 const WAIT_US: u64 = 3000;
+
+/// One load point on the heavy MLP's `server`, and the rows per engine call
+/// meanwhile.
+fn run_counting_batches(
+    runtime: &tokio::runtime::Runtime,
+    server: &Inferd,
+    target: &Target,
+    options: &Options,
+    concurrency: usize,
+) -> (LoadResult, f64) {
+    let before = model_counts(runtime, server, "mlp");
+    let (name, addr, path, body) = (target.name, target.addr, target.path, target.body);
+    let result =
+        runtime.block_on(sweep_at(name, addr, path, body, options, &[concurrency])).remove(0);
+    (result, mean_batch_since(runtime, server, "mlp", &before))
+}
 
 /// Rows per engine call of `model` since `before` was read.
 fn mean_batch_since(
